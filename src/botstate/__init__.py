@@ -1,0 +1,95 @@
+"""botstate: one async storage contract for chat bots, and everything built on it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._ttl import TTL
+from .codecs import JSON, BytesCodec, Codec, JsonCodec, ModelCodec, PickleCodec
+from .contract import (
+    AtomicStorage,
+    IterableStorage,
+    Lock,
+    LockingStorage,
+    Storage,
+    TtlStorage,
+    is_atomic_storage,
+    is_iterable_storage,
+    is_locking_storage,
+    is_ttl_storage,
+)
+from .errors import (
+    BotstateError,
+    ConfigError,
+    CorruptValueError,
+    LockError,
+    SerializationError,
+    StorageError,
+    StorageUnavailable,
+    WrongTypeError,
+)
+from .storages.lru import LruMemoryStorage
+from .storages.memory import MemoryStorage
+from .urls import open_storage
+
+if TYPE_CHECKING:
+    from .storages.file import FileStorage
+    from .storages.sqlite import SQLiteStorage
+
+__version__ = "0.1.0"
+
+# Backends whose modules are imported on first use: importing botstate never imports a client
+# library (redis, asyncpg, sqlalchemy) nor opens anything.
+_LAZY = {
+    "SQLiteStorage": "botstate.storages.sqlite",
+    "FileStorage": "botstate.storages.file",
+    "RedisStorage": "botstate.storages.redis",
+    "PostgresStorage": "botstate.storages.postgres",
+    "SQLAlchemyStorage": "botstate.storages.sqlalchemy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'botstate' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "JSON",
+    "TTL",
+    "AtomicStorage",
+    "BotstateError",
+    "BytesCodec",
+    "Codec",
+    "ConfigError",
+    "CorruptValueError",
+    "FileStorage",
+    "IterableStorage",
+    "JsonCodec",
+    "Lock",
+    "LockError",
+    "LockingStorage",
+    "LruMemoryStorage",
+    "MemoryStorage",
+    "ModelCodec",
+    "PickleCodec",
+    "SQLiteStorage",
+    "SerializationError",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "TtlStorage",
+    "WrongTypeError",
+    "is_atomic_storage",
+    "is_iterable_storage",
+    "is_locking_storage",
+    "is_ttl_storage",
+    "open_storage",
+    "__version__",
+]

@@ -1,0 +1,153 @@
+"""Redis-style glob patterns, translated once for every backend.
+
+Supported: ``*`` (any run), ``?`` (one character), ``[abc]``, ``[a-z]``, ``[^a]``/``[!a]`` and ``\\``
+escaping the next character. Matching is always case-sensitive. Backends use :func:`compile_glob`
+to filter in Python, :func:`literal_prefix` to narrow a range scan, :func:`escape` to embed a
+literal (a key prefix) in a pattern, and :func:`to_like` for SQL ``LIKE`` with an explicit escape.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_GLOB_SPECIAL = frozenset("*?[]\\")
+
+
+def escape(literal: str) -> str:
+    """Escape ``literal`` so that it matches only itself inside a glob pattern."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in literal)
+
+
+def _tokens(pattern: str) -> list[tuple[str, str]]:
+    """Split a pattern into ``(kind, text)``: ``lit`` characters, ``any``, ``one`` and ``set`` regexes."""
+    out: list[tuple[str, str]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < n:
+            out.append(("lit", pattern[i + 1]))
+            i += 2
+        elif ch == "\\":
+            out.append(("lit", "\\"))
+            i += 1
+        elif ch == "*":
+            if not out or out[-1][0] != "any":
+                out.append(("any", ""))
+            i += 1
+        elif ch == "?":
+            out.append(("one", ""))
+            i += 1
+        elif ch == "[":
+            j = i + 1
+            negate = j < n and pattern[j] in "^!"
+            if negate:
+                j += 1
+            items: list[str] = []
+            closed = False
+            while j < n:
+                c = pattern[j]
+                if c == "]" and items:
+                    closed = True
+                    break
+                if c == "\\" and j + 1 < n:
+                    items.append(re.escape(pattern[j + 1]))
+                    j += 2
+                    continue
+                if c == "-" and items and j + 1 < n and pattern[j + 1] != "]":
+                    nxt = pattern[j + 1]
+                    if nxt == "\\" and j + 2 < n:
+                        nxt = pattern[j + 2]
+                        j += 1
+                    lo = items.pop()
+                    lo_ch = lo[-1]
+                    if lo_ch <= nxt:
+                        items.append(f"{re.escape(lo_ch)}-{re.escape(nxt)}")
+                    j += 2
+                    continue
+                items.append(re.escape(c))
+                j += 1
+            if not closed:  # an unclosed bracket is a literal "[", as in Redis
+                out.append(("lit", "["))
+                i += 1
+                continue
+            out.append(("set", ("[^" if negate else "[") + "".join(items) + "]"))
+            i = j + 1
+        else:
+            out.append(("lit", ch))
+            i += 1
+    return out
+
+
+@lru_cache(maxsize=256)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Compile ``pattern`` into a regex that must match a whole key."""
+    parts = []
+    for kind, text in _tokens(pattern):
+        if kind == "lit":
+            parts.append(re.escape(text))
+        elif kind == "any":
+            parts.append(".*")
+        elif kind == "one":
+            parts.append(".")
+        else:
+            parts.append(text)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def literal_prefix(pattern: str) -> str:
+    """The literal text every match starts with (``"user:"`` for ``"user:*"``)."""
+    prefix = []
+    for kind, text in _tokens(pattern):
+        if kind != "lit":
+            break
+        prefix.append(text)
+    return "".join(prefix)
+
+
+def is_literal(pattern: str) -> bool:
+    """True when the pattern has no wildcard, so it matches exactly one key."""
+    return all(kind == "lit" for kind, _ in _tokens(pattern))
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix``; None if unbounded.
+
+    With it a backend turns ``key LIKE 'p%'`` into the index-friendly, case-sensitive and
+    escape-free range ``prefix <= key < upper``.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # skip surrogates: not valid in UTF-8 text
+                nxt = 0xE000
+            chars[-1] = chr(nxt)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def to_like(pattern: str, escape_char: str = "\\") -> str:
+    """Translate to SQL ``LIKE`` when the pattern has only ``*``/``?``; raise ValueError otherwise.
+
+    ``%``, ``_`` and the escape character in literal text are escaped, so a key holding ``%`` never
+    matches more than itself. Sets (``[...]``) have no LIKE form: callers filter with
+    :func:`compile_glob` instead. LIKE's case-sensitivity depends on the database; callers must
+    use a binary collation or re-check with :func:`compile_glob`.
+    """
+    out = []
+    for kind, text in _tokens(pattern):
+        if kind == "lit":
+            if text in ("%", "_", escape_char):
+                out.append(escape_char + text)
+            else:
+                out.append(text)
+        elif kind == "any":
+            out.append("%")
+        elif kind == "one":
+            out.append("_")
+        else:
+            raise ValueError("character sets have no LIKE form")
+    return "".join(out)

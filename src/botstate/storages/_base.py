@@ -1,0 +1,228 @@
+"""What every built-in backend shares: key checks, codec error wrapping, TTL defaults, lifecycle.
+
+Backends subclass :class:`BaseStorage` and implement the contract's methods directly (no generic
+"raw" layer in between: the hot paths stay one call deep). The helpers here are what keeps the
+semantics identical across backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, overload
+
+from typing_extensions import TypeVar
+
+from .._ttl import TTL, ttl_to_ms
+from ..codecs import JSON, Codec
+from ..errors import (
+    CorruptValueError,
+    SerializationError,
+    StorageError,
+    StorageUnavailable,
+    WrongTypeError,
+)
+from ..urls import parse_query
+
+V = TypeVar("V", default=Any)
+D = TypeVar("D")
+
+log = logging.getLogger("botstate")
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Strict value equality: ``1``, ``1.0`` and ``True`` differ, dict order does not matter."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_value(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def bad_key(key: object) -> NoReturn:
+    if not isinstance(key, str):
+        raise TypeError(f"storage keys are str, not {type(key).__name__}")
+    raise ValueError("storage keys must not be empty")
+
+
+def parse_counter(storage: BaseStorage[Any], key: str, data: bytes) -> int:
+    """Read a stored counter: counters are decimal ASCII (the JSON form of an int) on every backend."""
+    if data.isdigit() or (data[:1] == b"-" and data[1:].isdigit()):
+        return int(data)
+    raise WrongTypeError("cannot increment a value that is not an integer", key=key, backend=storage.backend)
+
+
+class BaseStorage(Generic[V]):
+    """Common base of the built-in backends. ``V`` is the value type the codec produces."""
+
+    backend: ClassVar[str] = "storage"
+    """Short backend name used in error messages and URLs."""
+
+    def __init__(
+        self,
+        *,
+        codec: Codec[V] | None = None,
+        default_ttl: TTL | None = None,
+        sweep_interval: float | None = None,
+    ) -> None:
+        self.codec: Codec[V] = codec if codec is not None else JSON
+        self._encode = self.codec.encode
+        self._decode = self.codec.decode
+        self.default_ttl_ms = ttl_to_ms(default_ttl)
+        if sweep_interval is not None and not sweep_interval > 0:
+            raise ValueError("sweep_interval must be positive seconds or None")
+        self.sweep_interval = sweep_interval
+        self._sweeper: asyncio.Task[None] | None = None
+        self._started = False
+
+    if TYPE_CHECKING:
+        # Backends implement ``_get`` and bind ``get = _get`` at run time (no extra call on the
+        # hottest path); the checker sees these typed overloads.
+        @overload
+        async def get(self, key: str) -> V | None: ...
+        @overload
+        async def get(self, key: str, default: V) -> V: ...
+        @overload
+        async def get(self, key: str, default: D) -> V | D: ...
+        async def get(self, key: str, default: Any = None) -> Any: ...
+
+        async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None: ...
+        def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]: ...
+
+    # -- shared semantics -------------------------------------------------------------------
+
+    def _ttl(self, ttl: TTL | None) -> int | None:
+        return ttl_to_ms(ttl, self.default_ttl_ms)
+
+    def _encode_value(self, key: str, value: V) -> bytes:
+        try:
+            return self._encode(value)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot encode {type(value).__name__} with {self.codec!r}: {exc}",
+                key=key,
+                backend=self.backend,
+            ) from exc
+
+    def _decode_value(self, key: str, data: bytes) -> V:
+        try:
+            return self._decode(data)
+        except Exception as exc:
+            raise self._corrupt(key, exc) from exc
+
+    def _corrupt(self, key: str, exc: Exception) -> CorruptValueError:
+        return CorruptValueError(
+            f"stored value cannot be decoded with {self.codec!r}: {exc}", key=key, backend=self.backend
+        )
+
+    def _unavailable(self, exc: BaseException, key: str | None = None) -> StorageUnavailable:
+        return StorageUnavailable(f"{type(exc).__name__}: {exc}", key=key, backend=self.backend)
+
+    def _error(self, message: str, key: str | None = None) -> StorageError:
+        return StorageError(message, key=key, backend=self.backend)
+
+    def _matches(self, key: str, stored: bytes, expected: bytes) -> bool:
+        """Whether stored bytes hold the value ``expected`` encodes (the CAS comparison)."""
+        if stored == expected:
+            return True
+        return same_value(self._decode_value(key, stored), self._decode(expected))
+
+    # -- defaults backends may override with something faster -------------------------------
+
+    async def get_many(self, keys: Iterable[str]) -> list[V | None]:
+        get = self.get
+        return [await get(key) for key in keys]
+
+    async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
+        """Store every pair. Built-in backends override this with one atomic write."""
+        for key, value in mapping.items():
+            await self.set(key, value, ttl=ttl)
+
+    async def values(self, pattern: str = "*") -> AsyncIterator[V]:
+        async for _, value in self.entries(pattern):
+            yield value
+
+    async def sweep(self) -> int:
+        """Remove expired entries now; returns how many. Expired entries are invisible anyway."""
+        return 0
+
+    async def health(self) -> bool:
+        """True when the backend answers."""
+        return True
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build from ``scheme://...?option=value``; keyword options override the query string.
+
+        Backends whose URL carries a location (a path, a server) override this.
+        """
+        return cls(**cls._url_options(url, options))
+
+    @classmethod
+    def _url_options(cls, url: str, options: dict[str, Any]) -> dict[str, Any]:
+        params = inspect.signature(cls.__init__).parameters.values()
+        allowed = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        return {**parse_query(url, allowed), **options}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        """Connect; backends that need it override. Called by ``start`` (and lazily by some)."""
+
+    async def _close(self) -> None:
+        """Release connections; backends that need it override."""
+
+    async def start(self) -> None:
+        """Open connections now (fail fast) and start the background sweeper, if configured.
+
+        Optional: storages open on first use. Safe to call more than once.
+        """
+        if self._started:
+            return
+        await self._open()
+        self._started = True
+        if self.sweep_interval is not None and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_forever(self.sweep_interval), name=f"botstate-sweep-{self.backend}"
+            )
+
+    async def stop(self) -> None:
+        """Stop the sweeper and close connections. Idempotent; the storage may be started again."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            try:
+                await sweeper
+            except asyncio.CancelledError:
+                pass
+        if self._started:
+            self._started = False
+        await self._close()
+
+    async def _sweep_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:  # a failed sweep must not end the sweeper; next round retries
+                log.exception("botstate: background sweep of %s failed", self.backend)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(codec={self.codec!r}, default_ttl_ms={self.default_ttl_ms})"

@@ -1,0 +1,65 @@
+"""In-process storage bounded by entry count, evicting the least recently used."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._ttl import TTL
+from ..codecs import Codec
+from ._base import V, bad_key
+from .memory import MemoryStorage
+
+__all__ = ["LruMemoryStorage"]
+
+
+class LruMemoryStorage(MemoryStorage[V]):
+    """A ``MemoryStorage`` holding at most ``max`` entries: bounded memory for caches.
+
+    ``get`` and ``set`` make a key the most recently used; ``has``, ``delete`` and iteration do not,
+    so checking for a key never keeps it alive.
+    """
+
+    backend = "lru"
+    _data: OrderedDict[str, bytes]
+
+    def __init__(
+        self,
+        data: Mapping[str, V] | Iterable[tuple[str, V]] | None = None,
+        *,
+        max: int = 1000,
+        default_ttl: TTL | None = None,
+        codec: Codec[V] | None = None,
+        sweep_interval: float | None = None,
+    ) -> None:
+        if type(max) is not int or max < 1:
+            raise ValueError(f"max must be an int >= 1, got {max!r}")
+        self.max = max
+        super().__init__(data, default_ttl=default_ttl, codec=codec, sweep_interval=sweep_interval)
+
+    def _new_table(self) -> dict[str, bytes]:
+        return OrderedDict()
+
+    def _put(self, key: str, data: bytes, ttl_ms: int | None) -> None:
+        super()._put(key, data, ttl_ms)
+        table = self._data
+        table.move_to_end(key)
+        while len(table) > self.max:
+            evicted, _ = table.popitem(last=False)
+            self._expires.pop(evicted, None)
+
+    async def _get(self, key: str, default: Any = None) -> Any:
+        if type(key) is not str or not key:
+            bad_key(key)
+        data = self._live(key)
+        if data is None:
+            return default
+        self._data.move_to_end(key)
+        try:
+            return self._decode(data)
+        except Exception as exc:
+            raise self._corrupt(key, exc) from exc
+
+    if not TYPE_CHECKING:
+        get = _get

@@ -1,0 +1,214 @@
+"""In-process storage: a dict of encoded values.
+
+Values are stored encoded (JSON by default), which is what makes them isolated: nothing a handler
+does to an object after ``set`` or ``get`` reaches the store, and a value that works here works on
+every other backend. Expiry is checked on every access and swept in the background when asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+from .._glob import compile_glob, is_literal, literal_prefix
+from .._locks import KeyedLocks, LocalLock
+from .._ttl import TTL, monotonic_ms, ttl_to_ms
+from ..codecs import Codec
+from ._base import BaseStorage, V, bad_key, parse_counter
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage(BaseStorage[V]):
+    """Storage in a dict, for tests, development and single-process bots that may forget.
+
+    ``data`` seeds the storage from a mapping or an iterable of ``(key, value)`` pairs.
+    """
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        data: Mapping[str, V] | Iterable[tuple[str, V]] | None = None,
+        *,
+        default_ttl: TTL | None = None,
+        codec: Codec[V] | None = None,
+        sweep_interval: float | None = None,
+    ) -> None:
+        super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
+        self._data: dict[str, bytes] = self._new_table()
+        self._expires: dict[str, float] = {}  # key -> monotonic ms; only keys that expire
+        self._locks = KeyedLocks()
+        if data is not None:
+            pairs = data.items() if isinstance(data, Mapping) else data
+            for key, value in pairs:
+                self._put(key, self._encode_value(key, value), self.default_ttl_ms)
+
+    def _new_table(self) -> dict[str, bytes]:
+        return {}
+
+    # -- internals shared with LruMemoryStorage -------------------------------------------
+
+    def _live(self, key: str) -> bytes | None:
+        """The stored bytes if present and unexpired; drops an expired entry on the way."""
+        data = self._data.get(key)
+        if data is not None and self._expires:
+            at = self._expires.get(key)
+            if at is not None and at <= monotonic_ms():
+                del self._data[key]
+                del self._expires[key]
+                return None
+        return data
+
+    def _put(self, key: str, data: bytes, ttl_ms: int | None) -> None:
+        if type(key) is not str or not key:
+            bad_key(key)
+        self._data[key] = data
+        if ttl_ms is not None:
+            self._expires[key] = monotonic_ms() + ttl_ms
+        elif self._expires:
+            self._expires.pop(key, None)
+
+    # -- Storage ----------------------------------------------------------------------------
+
+    async def _get(self, key: str, default: Any = None) -> Any:
+        if type(key) is not str or not key:
+            bad_key(key)
+        data = self._live(key)
+        if data is None:
+            return default
+        try:
+            return self._decode(data)
+        except Exception as exc:
+            raise self._corrupt(key, exc) from exc
+
+    if not TYPE_CHECKING:
+        get = _get
+
+    async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
+        try:
+            data = self._encode(value)
+        except Exception:
+            data = self._encode_value(key, value)  # raises SerializationError naming the key
+        self._put(key, data, self.default_ttl_ms if ttl is None else ttl_to_ms(ttl))
+
+    async def delete(self, key: str) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        if self._live(key) is None:
+            return False
+        del self._data[key]
+        self._expires.pop(key, None)
+        return True
+
+    async def has(self, key: str) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        return self._live(key) is not None
+
+    async def get_many(self, keys: Iterable[str]) -> list[V | None]:
+        get = self._get
+        return [await get(key) for key in keys]
+
+    async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
+        ttl_ms = self._ttl(ttl)
+        encoded = [(key, self._encode_value(key, value)) for key, value in mapping.items()]
+        for key, data in encoded:
+            self._put(key, data, ttl_ms)
+
+    # -- TtlStorage ---------------------------------------------------------------------------
+
+    async def touch(self, key: str, ttl: TTL | None = None) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+        if self._live(key) is None:
+            return False
+        if ttl_ms is None:
+            self._expires.pop(key, None)
+        else:
+            self._expires[key] = monotonic_ms() + ttl_ms
+        return True
+
+    async def sweep(self) -> int:
+        now = monotonic_ms()
+        expired = [key for key, at in self._expires.items() if at <= now]
+        for key in expired:
+            del self._expires[key]
+            del self._data[key]
+        return len(expired)
+
+    # -- IterableStorage ------------------------------------------------------------------------
+
+    def _matching(self, pattern: str) -> list[str]:
+        if is_literal(pattern):
+            key = literal_prefix(pattern)
+            return [key] if key and self._live(key) is not None else []
+        match = compile_glob(pattern).fullmatch
+        return [key for key in list(self._data) if match(key) and self._live(key) is not None]
+
+    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        for key in self._matching(pattern):
+            yield key
+
+    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
+        for key in self._matching(pattern):
+            data = self._live(key)
+            if data is not None:
+                yield key, self._decode_value(key, data)
+
+    async def clear(self) -> int:
+        count = len(self._data)
+        if self._expires:
+            now = monotonic_ms()
+            count -= sum(1 for at in self._expires.values() if at <= now)
+        self._data.clear()
+        self._expires.clear()
+        return count
+
+    # -- AtomicStorage (atomic because nothing awaits between read and write) -----------------------
+
+    async def compare_and_set(
+        self, key: str, value: V, *, expected: V | None, ttl: TTL | None = None
+    ) -> bool:
+        ttl_ms = self._ttl(ttl)
+        data = self._encode_value(key, value)
+        current = self._live(key) if type(key) is str and key else bad_key(key)
+        if expected is None:
+            if current is not None:
+                return False
+        elif current is None or not self._matches(key, current, self._encode_value(key, expected)):
+            return False
+        self._put(key, data, ttl_ms)
+        return True
+
+    async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
+        if type(amount) is not int:
+            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        ttl_ms = self._ttl(ttl)
+        current = self._live(key) if type(key) is str and key else bad_key(key)
+        if current is None:
+            total = amount
+            self._put(key, str(total).encode(), ttl_ms)
+            return total
+        total = parse_counter(self, key, current) + amount
+        self._data[key] = str(total).encode()  # keeps the window's expiry
+        return total
+
+    # -- LockingStorage -----------------------------------------------------------------------
+
+    def lock(
+        self, key: str, *, lease: float = 30.0, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[LocalLock]:
+        """An in-process lock: memory is never shared between processes."""
+        if type(key) is not str or not key:
+            bad_key(key)
+        return self._locks.hold(key, timeout=timeout)
+
+    async def health(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        """Entries held, expired ones not yet swept included."""
+        return len(self._data)

@@ -1,0 +1,120 @@
+"""``open_storage(url)``: one string in a config file picks the backend.
+
+Built-in schemes are imported lazily, so naming ``redis://`` never imports redis-py until used.
+Third-party adapters add schemes through the ``botstate.storages`` entry-point group; the entry
+point names a class with a ``from_url(url, **options)`` classmethod, or a factory callable taking
+the same arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import ConfigError
+
+__all__ = ["open_storage", "parse_query", "url_path", "known_schemes"]
+
+_BUILTIN: Mapping[str, str] = {
+    "memory": "botstate.storages.memory:MemoryStorage",
+    "lru": "botstate.storages.lru:LruMemoryStorage",
+    "sqlite": "botstate.storages.sqlite:SQLiteStorage",
+    "file": "botstate.storages.file:FileStorage",
+    "redis": "botstate.storages.redis:RedisStorage",
+    "rediss": "botstate.storages.redis:RedisStorage",
+    "redis+cluster": "botstate.storages.redis:RedisStorage",
+    "rediss+cluster": "botstate.storages.redis:RedisStorage",
+    "valkey": "botstate.storages.redis:RedisStorage",
+    "postgresql": "botstate.storages.postgres:PostgresStorage",
+    "postgres": "botstate.storages.postgres:PostgresStorage",
+    "sqlalchemy+mysql": "botstate.storages.sqlalchemy:SQLAlchemyStorage",
+    "sqlalchemy+mariadb": "botstate.storages.sqlalchemy:SQLAlchemyStorage",
+    "sqlalchemy+postgresql": "botstate.storages.sqlalchemy:SQLAlchemyStorage",
+    "sqlalchemy+sqlite": "botstate.storages.sqlalchemy:SQLAlchemyStorage",
+}
+
+ENTRY_POINT_GROUP = "botstate.storages"
+
+
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_schemes() -> list[str]:
+    """Every scheme ``open_storage`` accepts here, built-in and installed plugins."""
+    return sorted({*_BUILTIN, *_plugins()})
+
+
+def _load(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def open_storage(url: str, **options: Any) -> Any:
+    """Create a storage from a URL such as ``sqlite:///bot.db`` or ``redis://localhost/0``.
+
+    Keyword ``options`` are passed to the backend (and override options in the query string).
+    The storage is not started: use ``async with open_storage(...) as storage:``.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"not a storage URL: {url!r} (expected scheme://..., one of {known_schemes()})")
+    scheme = url.split("://", 1)[0].lower()
+    factory: Callable[..., Any]
+    if scheme in _BUILTIN:
+        try:
+            factory = _load(_BUILTIN[scheme])
+        except ImportError as exc:
+            raise ConfigError(f"the {scheme}:// backend needs an optional dependency: {exc}") from exc
+    else:
+        plugin = _plugins().get(scheme)
+        if plugin is None:
+            raise ConfigError(
+                f"unknown storage scheme {scheme!r}; known schemes: {', '.join(known_schemes())}"
+            )
+        factory = plugin.load()
+    from_url = getattr(factory, "from_url", None)
+    return from_url(url, **options) if from_url is not None else factory(url, **options)
+
+
+def _coerce(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered in ("none", "null", ""):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_query(url: str, allowed: set[str] | frozenset[str]) -> dict[str, Any]:
+    """Options from a URL's query string, numbers and booleans converted; unknown names refused."""
+    options = {name: _coerce(value) for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} in {url!r}; allowed: {sorted(allowed)}")
+    return options
+
+
+def url_path(url: str) -> str:
+    """The filesystem path of ``scheme:///relative`` or ``scheme:////absolute`` URLs."""
+    rest = url.split("://", 1)[1].split("?", 1)[0]
+    if rest.startswith("/"):
+        rest = rest[1:]
+    elif rest:  # scheme://host/... : only an empty host is a path URL
+        raise ConfigError(f"{url!r}: expected {url.split('://')[0]}:///relative or :////absolute path")
+    path = unquote(rest)
+    if not path:
+        raise ConfigError(f"{url!r} names no path")
+    return path

@@ -1,0 +1,63 @@
+"""Shared fixtures: where the test servers are, and how a missing one is reported.
+
+A server is found through its environment variable, else on its standard loopback port. Without
+it the tests that need it skip with the reason, except under ``CI=true``, where a missing service
+fails the run instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+SERVICES = {
+    "redis": ("BOTSTATE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "postgres": ("BOTSTATE_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+    "mysql": ("BOTSTATE_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306/test"),
+}
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def service_url(name: str) -> str:
+    """The URL of a test server, or skip (fail under CI=true) when it is not reachable."""
+    env, default = SERVICES[name]
+    url = os.environ.get(env, default)
+    if not _reachable(url):
+        reason = f"{name} not reachable at {url} (set {env} to point at one)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return service_url("redis")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    return service_url("postgres")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    return service_url("mysql")
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short name unique to this test, for prefixes, tables and databases on shared servers."""
+    return f"t{uuid.uuid4().hex[:10]}"
