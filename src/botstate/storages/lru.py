@@ -43,6 +43,13 @@ class LruMemoryStorage(MemoryStorage[V]):
 
     def _put(self, key: str, data: bytes, ttl_ms: int | None) -> None:
         super()._put(key, data, ttl_ms)
+        self._bump_and_evict(key)
+
+    async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
+        await super().set(key, value, ttl=ttl)
+        self._bump_and_evict(key)
+
+    def _bump_and_evict(self, key: str) -> None:
         table = self._data
         table.move_to_end(key)
         while len(table) > self.max:

@@ -73,10 +73,12 @@ class MemoryStorage(BaseStorage[V]):
     # -- Storage ----------------------------------------------------------------------------
 
     async def _get(self, key: str, default: Any = None) -> Any:
-        if type(key) is not str or not key:
-            bad_key(key)
-        data = self._live(key)
+        data = self._data.get(key)
         if data is None:
+            if type(key) is not str or not key:  # checked on a miss only: stored keys are valid
+                bad_key(key)
+            return default
+        if self._expires and self._live(key) is None:
             return default
         try:
             return self._decode(data)
@@ -87,11 +89,19 @@ class MemoryStorage(BaseStorage[V]):
         get = _get
 
     async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
+        # _put inlined: this is the hottest write path.
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
         try:
             data = self._encode(value)
         except Exception:
             data = self._encode_value(key, value)  # raises SerializationError naming the key
-        self._put(key, data, self.default_ttl_ms if ttl is None else ttl_to_ms(ttl))
+        self._data[key] = data
+        if ttl_ms is not None:
+            self._expires[key] = monotonic_ms() + ttl_ms
+        elif self._expires:
+            self._expires.pop(key, None)
 
     async def delete(self, key: str) -> bool:
         if type(key) is not str or not key:
