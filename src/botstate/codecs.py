@@ -69,7 +69,7 @@ class JsonCodec:
     def encode(self, value: Any, /) -> bytes:
         data = orjson.dumps(value, default=_reject, option=_ORJSON_OPTIONS)
         # orjson writes NaN/inf as null; only look deeper when a null could be one of them.
-        if b"null" in data and _has_non_finite(value):
+        if data.find(b"null") != -1 and _has_non_finite(value):  # find(): faster than `in` here
             raise ValueError("NaN and infinite floats are not JSON")
         return data
 
