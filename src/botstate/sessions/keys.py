@@ -1,0 +1,71 @@
+"""Session keys: which updates share a session.
+
+Integrations describe an update with :class:`UpdateInfo` (a few ids, nothing framework-specific),
+and a key function turns it into the session key, or ``None`` when the update has no such session
+(an inline query has no chat, a channel post has no user). Keys carry the bot id, so several bots
+can share one storage, and the business connection, whose chats are a separate space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+__all__ = ["KeyFunction", "UpdateInfo", "chat_key", "topic_key", "user_in_chat_key", "user_key"]
+
+Id: TypeAlias = "int | str"
+
+KeyFunction: TypeAlias = "Callable[[Any], str | Awaitable[str | None] | None]"
+"""Maps an update to its session key (``None``: no session). May be sync or async."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateInfo:
+    """What a session key can be built from; every id is optional.
+
+    ``thread_id`` is the forum topic (message thread); ``business_connection_id`` is set for
+    updates a bot handles on behalf of a business account.
+    """
+
+    bot_id: Id | None = None
+    chat_id: Id | None = None
+    user_id: Id | None = None
+    thread_id: Id | None = None
+    business_connection_id: Id | None = None
+
+
+def _scope(update: UpdateInfo) -> str:
+    """The key prefix that keeps bots and business connections apart."""
+    scope = "" if update.bot_id is None else f"{update.bot_id}:"
+    if update.business_connection_id is not None:
+        scope += f"biz:{update.business_connection_id}:"
+    return scope
+
+
+def chat_key(update: UpdateInfo) -> str | None:
+    """One session per chat (the default): everyone in a group shares it."""
+    if update.chat_id is None:
+        return None
+    return f"{_scope(update)}chat:{update.chat_id}"
+
+
+def user_key(update: UpdateInfo) -> str | None:
+    """One session per user, following them across chats (settings, language)."""
+    if update.user_id is None:
+        return None
+    return f"{_scope(update)}user:{update.user_id}"
+
+
+def user_in_chat_key(update: UpdateInfo) -> str | None:
+    """One session per user in each chat (a form a member fills in inside a group)."""
+    if update.chat_id is None or update.user_id is None:
+        return None
+    return f"{_scope(update)}chat:{update.chat_id}:user:{update.user_id}"
+
+
+def topic_key(update: UpdateInfo) -> str | None:
+    """One session per forum topic. ``None`` outside topics: combine with ``or chat_key(update)``."""
+    if update.chat_id is None or update.thread_id is None:
+        return None
+    return f"{_scope(update)}chat:{update.chat_id}:topic:{update.thread_id}"

@@ -1,0 +1,93 @@
+"""Several named sessions per update, each with its own storage, initial value, key and laziness.
+
+``settings`` per user and ``cart`` per chat, say. Every part follows the same I/O rules as a single
+session. Eager parts take their guards one after another in the order the parts were declared (so
+two updates can never each hold a lock the other waits for) and are then read concurrently.
+Writes are per part: when one part's write fails the others' still happen, and the first error is
+raised after every part has been closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+from .session import Session, Sessions
+
+__all__ = ["MultiSession", "MultiSessions"]
+
+
+async def _all(awaitables: list[Awaitable[None]]) -> None:
+    """Run every step to its end, then raise the first failure (no step is left running)."""
+    if len(awaitables) == 1:
+        await awaitables[0]
+        return
+    for result in await asyncio.gather(*awaitables, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+
+
+class MultiSessions:
+    """Named :class:`Sessions` opened together: ``MultiSessions(settings=..., cart=...)``."""
+
+    def __init__(self, parts: Mapping[str, Sessions[Any]] | None = None, /, **named: Sessions[Any]) -> None:
+        self.parts: dict[str, Sessions[Any]] = {**(parts or {}), **named}
+        if not self.parts:
+            raise ValueError("MultiSessions needs at least one named Sessions")
+
+    def open(self, update: Any) -> MultiSession:
+        """Every part's session for ``update``; use with ``async with``."""
+        return MultiSession(self, update)
+
+    def __repr__(self) -> str:
+        return f"MultiSessions({', '.join(self.parts)})"
+
+
+class MultiSession:
+    """The sessions of one update, by name: ``multi["cart"].data`` or ``multi.cart.data``."""
+
+    __slots__ = ("_sessions",)
+
+    def __init__(self, multi: MultiSessions, update: Any) -> None:
+        self._sessions: dict[str, Session[Any]] = {
+            name: part.open(update) for name, part in multi.parts.items()
+        }
+
+    def __getitem__(self, name: str) -> Session[Any]:
+        return self._sessions[name]
+
+    def __getattr__(self, name: str) -> Session[Any]:
+        try:
+            return self._sessions[name]
+        except KeyError:
+            raise AttributeError(f"no session part named {name!r}; parts: {list(self._sessions)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sessions)
+
+    async def load(self, *names: str) -> None:
+        """Load lazy parts (all of them by default) in declaration order, which avoids deadlocks."""
+        for name, session in self._sessions.items():
+            if not names or name in names:
+                await session.load()
+
+    async def __aenter__(self) -> MultiSession:
+        sessions = list(self._sessions.values())
+        try:
+            eager = [session for session in sessions if await session._begin()]
+            for session in eager:
+                await session._lock()
+            if eager:
+                await _all([session._read() for session in eager])
+        except BaseException:
+            await _all([session._finish(False) for session in sessions])
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        save = exc_type is None
+        await _all([session._finish(save) for session in self._sessions.values()])

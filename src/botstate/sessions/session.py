@@ -1,0 +1,400 @@
+"""``Sessions`` and ``Session``: per-update state with as little I/O as the handler allows.
+
+The I/O rules, which the tests pin by counting backend calls:
+
+- an untouched lazy session costs nothing (no read, no lock, no write);
+- a session read and left unchanged is not written (with ``ttl``: one ``touch`` keeps it alive);
+- a changed session is written once; ``data = None`` deletes it;
+- an ``initial()`` value nobody changed is never stored, so a lookup does not create an entry;
+- a body that raises writes nothing, and the exception propagates.
+
+"Changed" compares the value's encoding with a snapshot taken when the loaded value was first
+handed out, so in-place edits of nested data count, and re-assigning an equal value does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar, cast, overload
+
+from .._ttl import TTL, ttl_to_ms
+from ..contract import Storage, is_ttl_storage
+from ..errors import BotstateError, ConfigError, SerializationError
+from .isolation import Guard, IsolationMode, make_isolation
+from .keys import KeyFunction, chat_key
+
+__all__ = [
+    "NoSessionError",
+    "Session",
+    "SessionError",
+    "SessionNotLoadedError",
+    "SessionStats",
+    "Sessions",
+]
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+class SessionError(BotstateError, RuntimeError):
+    """A session was used in a way that cannot work; the message says why."""
+
+
+class NoSessionError(SessionError):
+    """The update has no session: its key function returned ``None`` (no chat, no user...)."""
+
+
+class SessionNotLoadedError(SessionError):
+    """A lazy session's data was used before ``await session.load()``."""
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Final[Any] = _Missing()
+"""No value: nothing stored, or deleted by ``data = None``."""
+
+_NEW, _OPEN, _CLOSED = 0, 1, 2
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """What sessions did and what the I/O rules saved; cheap counters for metrics and the demo."""
+
+    opened: int = 0
+    without_key: int = 0
+    """Updates whose key function returned ``None``: no I/O at all."""
+    reads: int = 0
+    writes: int = 0
+    deletes: int = 0
+    touches: int = 0
+    unchanged: int = 0
+    """Sessions read and left as they were: not written."""
+    untouched: int = 0
+    """Lazy sessions never loaded: no read, no lock, no write."""
+    initial_not_saved: int = 0
+    """Fresh ``initial()`` values nobody changed: not stored."""
+    discarded: int = 0
+    """Loaded sessions whose body raised: nothing written."""
+
+
+class Sessions(Generic[T]):
+    """Sessions stored in ``storage``, one per key; ``session.data`` is a ``T``.
+
+    - ``initial``: builds the value of a key with nothing stored (called for each new session, so
+      every session gets its own object). Without it, such a session's data is ``None``.
+    - ``name``: prefixes storage keys (``name:key``), so several kinds of sessions share a storage.
+    - ``ttl``: sessions expire after this long without use (sliding: reading one renews it).
+    - ``lazy``: read only on ``await session.load()``.
+    - ``key``: maps what ``open()`` gets to a session key (sync or async); default ``chat_key``.
+    - ``isolation``: ``"local"`` (default), ``"distributed"`` (also takes the backend's lock with
+      ``lease``; waits at most ``lock_timeout`` before ``LockError``), or ``"none"``.
+    """
+
+    @overload
+    def __init__(
+        self: Sessions[V],
+        storage: Storage[V],
+        *,
+        initial: Callable[[], V],
+        name: str = "session",
+        ttl: TTL | None = None,
+        lazy: bool = False,
+        key: KeyFunction = chat_key,
+        isolation: IsolationMode = "local",
+        lease: float = 30.0,
+        lock_timeout: float | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Sessions[V | None],
+        storage: Storage[V],
+        *,
+        initial: None = None,
+        name: str = "session",
+        ttl: TTL | None = None,
+        lazy: bool = False,
+        key: KeyFunction = chat_key,
+        isolation: IsolationMode = "local",
+        lease: float = 30.0,
+        lock_timeout: float | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        storage: Storage[Any],
+        *,
+        initial: Callable[[], Any] | None = None,
+        name: str = "session",
+        ttl: TTL | None = None,
+        lazy: bool = False,
+        key: KeyFunction = chat_key,
+        isolation: IsolationMode = "local",
+        lease: float = 30.0,
+        lock_timeout: float | None = None,
+    ) -> None:
+        self.storage = storage
+        self.backend: str = getattr(storage, "backend", type(storage).__name__)
+        self.initial = initial
+        self.name = name
+        self.prefix = f"{name}:" if name else ""
+        ttl_to_ms(ttl)  # validates early
+        if ttl is not None and not is_ttl_storage(storage):
+            raise ConfigError(f"ttl needs a storage with touch(); {self.backend} has none")
+        self.ttl = ttl
+        self.lazy = lazy
+        self.key = key
+        self.isolation = make_isolation(isolation, storage, self.backend, lease=lease, timeout=lock_timeout)
+        self.stats = SessionStats()
+        codec = getattr(storage, "codec", None)
+        # The storage's own codec makes the snapshot exactly what would be stored; a storage
+        # without one gets deep copies compared with ``==``.
+        self.freeze: Callable[[Any], Any] = codec.encode if codec is not None else copy.deepcopy
+
+    def open(self, update: Any) -> Session[T]:
+        """The session for ``update``: a session key (str), ``None`` (no session), or anything the
+        key function understands (an ``UpdateInfo`` for the built-in ones). Use with ``async with``.
+        """
+        return Session(self, update)
+
+    def storage_key(self, key: str) -> str:
+        """Where the session with session key ``key`` is stored (for admin tools and broadcasts)."""
+        return self.prefix + key
+
+    async def resolve(self, update: Any) -> str | None:
+        """The storage key for ``update``, or ``None`` when it has no session."""
+        if update is None:
+            return None
+        key = update if type(update) is str else self.key(update)
+        if key is not None and type(key) is not str and inspect.isawaitable(key):
+            key = await cast("Awaitable[str | None]", key)  # an async key function
+        if key is None:
+            return None
+        if type(key) is not str or not key:
+            raise TypeError(f"session keys are non-empty str, the key function returned {key!r}")
+        return self.prefix + key
+
+    def __repr__(self) -> str:
+        return f"Sessions({self.backend}, name={self.name!r}, lazy={self.lazy})"
+
+
+class Session(Generic[T]):
+    """One update's session. Created by ``Sessions.open``; use it as ``async with``.
+
+    ``key`` is the storage key (``None``: the update has no session).
+    """
+
+    __slots__ = ("_baseline", "_fresh", "_fresh_value", "_guard", "_loaded", "_loading", "_original",
+                 "_sessions", "_state", "_update", "_value", "key")  # fmt: skip
+
+    def __init__(self, sessions: Sessions[T], update: Any) -> None:
+        self._sessions = sessions
+        self._update = update
+        self.key: str | None = None
+        self._state = _NEW
+        self._loaded = False  # True only while open and loaded: the one check on the hot path
+        self._loading: asyncio.Future[None] | None = None
+        self._guard: Guard | None = None
+        self._original: Any = _MISSING  # the value read
+        self._baseline: Any = _MISSING  # its snapshot, taken when first handed out
+        self._value: Any = _MISSING  # the current value
+        self._fresh_value: Any = _MISSING  # an initial() value handed out, and its snapshot
+        self._fresh: Any = None
+
+    # -- the value -----------------------------------------------------------------------------
+
+    @property
+    def data(self) -> T:
+        """The session's value; ``initial()`` (or ``None``) when nothing is stored."""
+        if not self._loaded:
+            self._unavailable()
+        value = self._value
+        if value is _MISSING:
+            initial = self._sessions.initial
+            if initial is None:
+                return None  # type: ignore[return-value]  # T includes None without initial
+            value = self._value = self._fresh_value = initial()
+            self._fresh = self._freeze(value)
+        elif value is self._original and self._baseline is _MISSING:
+            self._baseline = self._freeze(value)  # before the handler can change it in place
+        return value  # type: ignore[no-any-return]
+
+    @data.setter
+    def data(self, value: T | None) -> None:
+        """Replace the value; ``None`` deletes the session when the body ends."""
+        if not self._loaded:
+            self._unavailable()
+        self._value = _MISSING if value is None else value
+
+    async def load(self) -> T:
+        """Read the session now (lazy sessions); returns ``data``. Reads once however often awaited."""
+        while not self._loaded:
+            if self._state != _OPEN or self.key is None:
+                self._unavailable()
+            waiter = self._loading
+            if waiter is not None:  # another task of this body is reading it
+                await waiter
+                continue
+            waiter = self._loading = asyncio.get_running_loop().create_future()
+            try:
+                await self._lock()
+                await self._read()
+            finally:
+                self._loading = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        return self.data
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def _unavailable(self) -> None:
+        sessions = self._sessions
+        if self._state == _NEW:
+            raise SessionError(f"{sessions.name!r} session used outside 'async with sessions.open(...)'")
+        if self._state == _CLOSED:
+            raise SessionError(
+                f"{sessions.name!r} session used after its 'async with' block: changes would be lost"
+            )
+        if self.key is None:
+            raise NoSessionError(
+                f"this update has no {sessions.name!r} session: its key function returned None "
+                f"(e.g. an update without a chat); check 'session.key is not None' first"
+            )
+        raise SessionNotLoadedError(
+            f"lazy {sessions.name!r} session {self.key!r} is not loaded: 'await session.load()' first"
+        )
+
+    def _freeze(self, value: Any) -> Any:
+        try:
+            return self._sessions.freeze(value)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot encode the session value {type(value).__name__}: {exc}",
+                key=self.key,
+                backend=self._sessions.backend,
+            ) from exc
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Session[T]:
+        if await self._begin():
+            await self._lock()
+            await self._read()
+        return self
+
+    async def _begin(self) -> bool:
+        """Resolve the key and open; True when the session is to be read now (not lazy)."""
+        if self._state != _NEW:
+            raise SessionError("a session can be entered only once; call sessions.open() again")
+        sessions = self._sessions
+        sessions.stats.opened += 1
+        self.key = await sessions.resolve(self._update)
+        self._state = _OPEN
+        if self.key is None:
+            sessions.stats.without_key += 1
+            return False
+        return not sessions.lazy
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._finish(exc_type is None)
+
+    async def _lock(self) -> None:
+        guard = self._sessions.isolation.guard(self.key)  # type: ignore[arg-type]
+        if guard is not None:
+            await guard.acquire()
+            self._guard = guard
+
+    async def _read(self) -> None:
+        """Read under the guard; on failure the guard is let go and nothing is loaded."""
+        try:
+            self._original = self._value = await self._sessions.storage.get(self.key, _MISSING)  # type: ignore[arg-type]
+        except BaseException:
+            await self._release()
+            raise
+        self._sessions.stats.reads += 1
+        self._loaded = True
+
+    async def _release(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            await guard.release()
+
+    async def _finish(self, save: bool) -> None:
+        """Write back what changed (when ``save``) and let go of the guard; the session closes."""
+        loaded, self._loaded, self._state = self._loaded, False, _CLOSED
+        stats = self._sessions.stats
+        if not loaded:
+            if self.key is not None:
+                stats.untouched += 1
+            await self._release()
+            return
+        try:
+            if save:
+                await self._save()
+            else:
+                stats.discarded += 1
+        finally:
+            await self._release()
+
+    async def _save(self) -> None:
+        sessions, key, stats = self._sessions, self.key, self._sessions.stats
+        assert key is not None
+        value, original = self._value, self._original
+        if value is self._fresh_value and value is not _MISSING and self._freeze(value) == self._fresh:
+            value = _MISSING  # an initial() value nobody changed: storing it would only cost
+            if original is _MISSING:
+                stats.initial_not_saved += 1
+                return
+        if value is _MISSING:
+            if original is _MISSING:
+                return
+            if self._guard is not None:
+                await self._guard.verify()
+            await sessions.storage.delete(key)
+            stats.deletes += 1
+            return
+        if original is not _MISSING:
+            baseline = self._baseline
+            if value is original and baseline is _MISSING:
+                unchanged = True  # never handed out: nobody could have changed it
+            else:
+                if baseline is _MISSING:
+                    baseline = self._freeze(original)
+                unchanged = self._freeze(value) == baseline
+            if unchanged:
+                stats.unchanged += 1
+                if sessions.ttl is not None:
+                    await self._touch(key, value)
+                return
+        if self._guard is not None:
+            await self._guard.verify()
+        await sessions.storage.set(key, value, ttl=sessions.ttl)
+        stats.writes += 1
+
+    async def _touch(self, key: str, value: Any) -> None:
+        """Sliding expiry for an unchanged session; rewrite it if it expired since the read."""
+        storage = self._sessions.storage
+        assert is_ttl_storage(storage)
+        if self._guard is not None:
+            await self._guard.verify()
+        stats = self._sessions.stats
+        stats.touches += 1
+        if not await storage.touch(key, self._sessions.ttl):
+            await storage.set(key, value, ttl=self._sessions.ttl)
+            stats.writes += 1
+
+    def __repr__(self) -> str:
+        state = ("new", "open", "closed")[self._state]
+        return f"<Session {self.key!r} {state}{' loaded' if self._loaded else ''}>"

@@ -1,0 +1,268 @@
+"""The I/O rules of a session, asserted on the calls a real (counting) storage receives."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from botstate import MemoryStorage, SerializationError
+from botstate.sessions import (
+    NoSessionError,
+    SessionError,
+    SessionNotLoadedError,
+    Sessions,
+    UpdateInfo,
+    chat_key,
+    user_key,
+)
+
+CHAT = UpdateInfo(bot_id=1, chat_id=42, user_id=7)
+KEY = "session:1:chat:42"
+
+
+def cart() -> dict[str, Any]:
+    return {"items": [], "total": 0}
+
+
+# -- what the handler sees ---------------------------------------------------------------------
+
+
+async def test_missing_session_starts_from_a_fresh_initial_value() -> None:
+    sessions = Sessions(MemoryStorage(), initial=cart)
+    async with sessions.open(CHAT) as first:
+        first.data["items"].append("tea")
+        shared = first.data
+    async with sessions.open(UpdateInfo(bot_id=1, chat_id=43)) as other:
+        assert other.data == cart()
+        assert other.data is not shared
+
+
+async def test_changes_persist_for_the_next_update_of_the_same_key() -> None:
+    sessions = Sessions(MemoryStorage(), initial=cart)
+    async with sessions.open(CHAT) as session:
+        session.data["items"].append("tea")
+    async with sessions.open(UpdateInfo(bot_id=1, chat_id=42, user_id=8)) as session:
+        assert session.data["items"] == ["tea"]
+
+
+async def test_without_initial_a_missing_session_is_none() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    sessions = Sessions(storage)
+    async with sessions.open(CHAT) as session:
+        assert session.data is None
+        session.data = {"step": 1}
+    assert await storage.get(KEY) == {"step": 1}
+
+
+async def test_keys_are_prefixed_with_the_name_so_kinds_share_a_storage() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    async with Sessions(storage, name="cart").open(CHAT) as session:
+        session.data = 1
+    async with Sessions(storage, name="form").open(CHAT) as session:
+        session.data = 2
+    assert await storage.get("cart:1:chat:42") == 1
+    assert await storage.get("form:1:chat:42") == 2
+
+
+async def test_a_str_is_used_as_the_session_key() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    async with Sessions(storage, initial=int).open("custom") as session:
+        session.data = 5
+    assert await storage.get("session:custom") == 5
+
+
+async def test_async_and_custom_key_functions() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+
+    async def by_user(update: UpdateInfo) -> str | None:
+        await asyncio.sleep(0)
+        return user_key(update)
+
+    async with Sessions(storage, key=by_user).open(CHAT) as session:
+        session.data = "async"
+    async with Sessions(storage, key=lambda update: f"u{update['id']}", name="d").open({"id": 3}) as session:
+        session.data = "sync"
+    assert await storage.get("session:1:user:7") == "async"
+    assert await storage.get("d:u3") == "sync"
+
+
+async def test_a_key_function_returning_a_non_str_is_refused() -> None:
+    with pytest.raises(TypeError, match="non-empty str"):
+        async with Sessions(MemoryStorage(), key=lambda update: 42).open(CHAT):
+            pass
+
+
+# -- I/O rules -------------------------------------------------------------------------------
+
+
+async def test_read_and_unchanged_is_one_read_and_no_write(counting: Any) -> None:
+    await counting.inner.set(KEY, {"items": ["tea"], "total": 3})
+    sessions = Sessions(counting, initial=cart)
+    async with sessions.open(CHAT) as session:
+        assert session.data["items"] == ["tea"]
+        session.data = {"items": ["tea"], "total": 3}  # an equal value is no change
+    assert counting.calls == {"get": 1}
+
+
+async def test_changed_is_one_read_and_one_write(counting: Any) -> None:
+    await counting.inner.set(KEY, {"items": [], "total": 0})
+    async with Sessions(counting, initial=cart).open(CHAT) as session:
+        session.data = {"items": ["tea"], "total": 3}
+    assert counting.calls == {"get": 1, "set": 1}
+    assert await counting.inner.get(KEY) == {"items": ["tea"], "total": 3}
+
+
+async def test_in_place_mutation_of_nested_data_is_detected(counting: Any) -> None:
+    await counting.inner.set(KEY, {"profile": {"tags": ["a"]}})
+    async with Sessions(counting).open(CHAT) as session:
+        session.data["profile"]["tags"].append("b")
+    assert counting.calls == {"get": 1, "set": 1}
+    assert await counting.inner.get(KEY) == {"profile": {"tags": ["a", "b"]}}
+
+
+async def test_untouched_initial_value_is_never_persisted(counting: Any) -> None:
+    async with Sessions(counting, initial=cart).open(CHAT) as session:
+        assert session.data == cart()
+    assert counting.calls == {"get": 1}
+    assert await counting.inner.has(KEY) is False
+
+
+async def test_changed_initial_value_is_written(counting: Any) -> None:
+    async with Sessions(counting, initial=cart).open(CHAT) as session:
+        session.data["total"] = 1
+    assert counting.calls == {"get": 1, "set": 1}
+
+
+async def test_assigning_none_deletes_the_session(counting: Any) -> None:
+    await counting.inner.set(KEY, {"step": 2})
+    sessions = Sessions(counting, initial=cart)
+    async with sessions.open(CHAT) as session:
+        session.data = None
+        assert session.data == cart()  # reading again starts afresh
+    assert counting.calls == {"get": 1, "delete": 1}
+    assert await counting.inner.has(KEY) is False
+    counting.reset()
+    async with sessions.open(CHAT) as session:
+        session.data = None  # nothing stored: nothing to delete
+    assert counting.calls == {"get": 1}
+
+
+async def test_a_body_that_raises_writes_nothing_and_reraises(counting: Any) -> None:
+    await counting.inner.set(KEY, {"items": [], "total": 0})
+    sessions = Sessions(counting, initial=cart)
+
+    async def handler() -> None:
+        async with sessions.open(CHAT) as session:
+            session.data["items"].append("half-done")
+            _ = 1 / 0
+
+    with pytest.raises(ZeroDivisionError):
+        await handler()
+    assert counting.calls == {"get": 1}
+    assert await counting.inner.get(KEY) == {"items": [], "total": 0}
+    assert sessions.stats.discarded == 1
+
+
+async def test_with_ttl_an_unchanged_session_is_touched_not_written(counting: Any) -> None:
+    await counting.inner.set(KEY, {"n": 1})
+    sessions = Sessions(counting, ttl=60)
+    async with sessions.open(CHAT) as session:
+        assert session.data == {"n": 1}
+    assert counting.calls == {"get": 1, "touch": 1}
+    counting.reset()
+    async with sessions.open(CHAT) as session:
+        session.data["n"] = 2
+    assert counting.calls == {"get": 1, "set": 1}
+
+
+async def test_with_ttl_sessions_expire_when_unused() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    sessions = Sessions(storage, initial=int, ttl=0.05)
+    async with sessions.open(CHAT) as session:
+        session.data = 3
+    await asyncio.sleep(0.1)
+    async with sessions.open(CHAT) as session:
+        assert session.data == 0
+
+
+async def test_a_value_the_codec_cannot_store_raises_and_writes_nothing(counting: Any) -> None:
+    with pytest.raises(SerializationError) as raised:
+        async with Sessions(counting, initial=cart).open(CHAT) as session:
+            session.data["when"] = {1, 2}
+    assert raised.value.key == KEY
+    assert counting.calls == {"get": 1}
+
+
+# -- lazy sessions ---------------------------------------------------------------------------
+
+
+async def test_untouched_lazy_session_does_no_io(counting: Any) -> None:
+    sessions = Sessions(counting, initial=cart, lazy=True, isolation="distributed")
+    async with sessions.open(CHAT) as session:
+        assert not session.loaded
+    assert counting.total == 0
+    assert sessions.stats.untouched == 1
+
+
+async def test_lazy_session_reads_once_however_often_loaded(counting: Any) -> None:
+    await counting.inner.set(KEY, {"n": 1})
+    async with Sessions(counting, lazy=True).open(CHAT) as session:
+        results = await asyncio.gather(session.load(), session.load())
+        again = await session.load()
+        assert results == [{"n": 1}, {"n": 1}]
+        assert again is session.data
+        session.data["n"] += 1
+    assert counting.calls == {"get": 1, "set": 1}
+
+
+async def test_lazy_session_data_before_load_raises_a_clear_error() -> None:
+    async with Sessions(MemoryStorage(), lazy=True).open(CHAT) as session:
+        with pytest.raises(SessionNotLoadedError, match=r"await session\.load"):
+            _ = session.data
+        with pytest.raises(SessionNotLoadedError):
+            session.data = {"blind": True}
+
+
+# -- no session ------------------------------------------------------------------------------
+
+
+async def test_update_without_a_chat_has_no_session_and_no_io(counting: Any) -> None:
+    sessions = Sessions(counting, initial=cart, isolation="distributed")
+    ran = False
+    async with sessions.open(UpdateInfo(bot_id=1, user_id=7)) as session:
+        ran = True
+        assert session.key is None
+        with pytest.raises(NoSessionError, match="key function returned None"):
+            _ = session.data
+        with pytest.raises(NoSessionError):
+            await session.load()
+    assert ran
+    assert counting.total == 0
+    async with sessions.open(None) as session:
+        assert session.key is None
+
+
+async def test_session_used_after_its_block_raises() -> None:
+    async with Sessions(MemoryStorage(), initial=cart).open(CHAT) as session:
+        pass
+    with pytest.raises(SessionError, match="after its 'async with' block"):
+        session.data = {"late": True}
+
+
+def test_ttl_and_distributed_isolation_need_the_capability() -> None:
+    class Plain:
+        async def get(self, key: str, default: Any = None) -> Any:
+            return default
+
+    with pytest.raises(ValueError, match="touch"):
+        Sessions(Plain(), ttl=10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lock"):
+        Sessions(Plain(), isolation="distributed")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="isolation"):
+        Sessions(MemoryStorage(), isolation="global")  # type: ignore[arg-type]
+
+
+def test_default_key_is_per_chat() -> None:
+    assert Sessions(MemoryStorage()).key is chat_key
