@@ -1,0 +1,135 @@
+"""PostgresStorage: the conformance suite against a real server, plus what is specific to SQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from botstate import ConfigError, open_storage
+from botstate.testing import StorageConformance
+
+asyncpg = pytest.importorskip("asyncpg")
+
+from botstate.storages._pg_sql import SCHEMA_VERSION  # noqa: E402
+from botstate.storages.postgres import PostgresStorage  # noqa: E402
+
+
+async def drop_tables(dsn: str, *tables: str) -> None:
+    """Remove what a storage created for ``tables``: data, locks, token sequence, meta row."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for table in tables:
+            await conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_locks"')
+            await conn.execute(f'DROP SEQUENCE IF EXISTS "{table}_lock_token"')
+            if await conn.fetchval("SELECT to_regclass('botstate_meta')") is not None:
+                await conn.execute("DELETE FROM botstate_meta WHERE table_name = $1", table)
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture
+async def table(postgres_dsn: str, unique: str) -> AsyncIterator[str]:
+    yield unique
+    await drop_tables(postgres_dsn, unique, f"{unique}_sibling")
+
+
+class TestPostgresStorage(StorageConformance):
+    persistent = True
+    distributed_locks = True
+
+    @pytest.fixture
+    def storage_factory(self, postgres_dsn: str, table: str) -> Callable[..., Any]:
+        return lambda **options: PostgresStorage(postgres_dsn, table=table, **options)
+
+    @pytest.fixture
+    def sibling_storage(self, postgres_dsn: str, table: str) -> Callable[..., Any]:
+        return lambda: PostgresStorage(postgres_dsn, table=f"{table}_sibling")
+
+
+async def test_a_table_name_that_needs_quotes_works(postgres_dsn: str, unique: str) -> None:
+    name = f"Bot-State-{unique}"
+    try:
+        async with PostgresStorage(postgres_dsn, table=name) as storage:
+            await storage.set("k", 1)
+            assert await storage.get("k") == 1
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            assert await conn.fetchval(f'SELECT count(*) FROM "{name}"') == 1
+        finally:
+            await conn.close()
+    finally:
+        await drop_tables(postgres_dsn, name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ['x"; DROP TABLE botstate_meta; --', "a b", "schema.table", "1abc", "", "x" * 41, "q'uote", None],
+)
+def test_an_unsafe_table_name_is_a_config_error(postgres_dsn: str, name: Any) -> None:
+    with pytest.raises(ConfigError):
+        PostgresStorage(postgres_dsn, table=name)
+
+
+async def test_schema_version_is_recorded(postgres_dsn: str, table: str) -> None:
+    async with PostgresStorage(postgres_dsn, table=table):
+        pass
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        version = await conn.fetchval("SELECT schema_version FROM botstate_meta WHERE table_name = $1", table)
+        assert version == SCHEMA_VERSION
+        await conn.execute("UPDATE botstate_meta SET schema_version = $2 WHERE table_name = $1", table, 99)
+    finally:
+        await conn.close()
+    with pytest.raises(ConfigError, match="newer"):
+        await PostgresStorage(postgres_dsn, table=table).start()
+
+
+async def test_an_existing_pool_is_used_and_not_closed(postgres_dsn: str, table: str) -> None:
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
+    try:
+        async with PostgresStorage(pool, table=table) as storage:
+            await storage.set("k", "v")
+        assert not pool._closed
+        assert await pool.fetchval("SELECT 1") == 1
+        async with PostgresStorage(pool, table=table) as again:  # the pool is reused after stop()
+            assert await again.get("k") == "v"
+    finally:
+        await pool.close()
+
+
+async def test_concurrent_schema_creation(postgres_dsn: str, table: str) -> None:
+    storages = [PostgresStorage(postgres_dsn, table=table) for _ in range(4)]
+    try:
+        await asyncio.gather(*(storage.start() for storage in storages))
+        await storages[0].set("k", 1)
+        assert [await storage.get("k") for storage in storages] == [1, 1, 1, 1]
+    finally:
+        for storage in storages:
+            await storage.stop()
+
+
+async def test_open_storage_url_takes_botstate_options(postgres_dsn: str, table: str) -> None:
+    for scheme in ("postgresql", "postgres"):
+        url = postgres_dsn.replace("postgresql://", f"{scheme}://", 1)
+        storage = open_storage(f"{url}?table={table}&default_ttl=60&application_name=bot")
+        assert isinstance(storage, PostgresStorage)
+        assert storage.table == table
+        assert storage.default_ttl_ms == 60_000
+        async with storage:
+            assert await storage.health() is True
+
+
+async def test_concurrent_gets_and_sets_see_their_own_writes(postgres_dsn: str, table: str) -> None:
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+
+        async def user(i: int) -> None:
+            for n in range(5):
+                await storage.set(f"u:{i}", n)
+                assert await storage.get(f"u:{i}") == n
+
+        await asyncio.gather(*(user(i) for i in range(40)))
+        assert await storage.get_many([f"u:{i}" for i in range(40)]) == [4] * 40
