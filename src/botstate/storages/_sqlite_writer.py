@@ -1,0 +1,197 @@
+"""Group commit for SQLite: many concurrent writes share one transaction, on the event loop itself.
+
+A write is a small function ``op(cursor, now_ms, *args)`` queued with a future. A flusher,
+scheduled with ``call_soon`` when the first write arrives, runs every queued op inside one
+``BEGIN IMMEDIATE ... COMMIT`` and resolves the futures only after the commit: a write is
+acknowledged once it is durable, fifty concurrent writers pay for one commit, and a lone write
+still commits on the next loop iteration. Nothing here uses threads: each statement is a few
+microseconds, and SQLite is opened with ``busy_timeout=0`` so it never sleeps inside the loop.
+When another process holds the write lock, ``BEGIN IMMEDIATE`` fails at once with SQLITE_BUSY and
+the flush is retried with ``call_later`` backoff, each write failing with ``StorageUnavailable``
+once it has waited ``busy_timeout`` seconds.
+
+Ops read before they write, so a Python exception (a wrong type, a corrupt value) leaves nothing
+behind and fails only its own caller. An op whose statement fails inside SQLite fails alone, too:
+SQLite undoes just that statement, and if it had to abandon the whole transaction instead (disk
+full, I/O error) the ops that ran before it are queued again for a fresh transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from .._ttl import now_ms
+from ..errors import StorageError
+
+__all__ = ["GroupCommit", "Op", "is_busy"]
+
+Op = Callable[..., Any]
+"""``op(cursor, now_ms, *args) -> result``; runs inside the shared write transaction."""
+
+MAX_BATCH = 512
+"""Ops per transaction: bounds how long one flush holds the event loop."""
+
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` means "another connection holds the lock": worth retrying later."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _BUSY_CODES
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): 1 ms doubling to 50 ms, jittered."""
+    return min(0.05, 0.001 * 2.0**attempt) * (0.5 + random.random())
+
+
+class _Entry:
+    __slots__ = ("args", "deadline", "future", "key", "op")
+
+    def __init__(
+        self, op: Op, args: tuple[Any, ...], key: str | None, future: asyncio.Future[Any], deadline: float
+    ):
+        self.op = op
+        self.args = args
+        self.key = key
+        self.future = future
+        self.deadline = deadline
+
+
+class GroupCommit:
+    """The write queue of one connection. ``wrap`` turns a sqlite3 error into the storage's error."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        busy_timeout: float,
+        wrap: Callable[[BaseException, str | None], StorageError],
+    ) -> None:
+        self._conn = conn
+        self._cursor = conn.cursor()
+        self._busy_timeout = busy_timeout
+        self._wrap = wrap
+        self._pending: list[_Entry] = []
+        self._handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._busy_attempts = 0
+
+    def submit(self, op: Op, args: tuple[Any, ...], key: str | None) -> asyncio.Future[Any]:
+        """Queue ``op``; the future resolves with its result once the transaction has committed."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append(_Entry(op, args, key, future, loop.time() + self._busy_timeout))
+        if self._handle is None:
+            self._loop = loop
+            self._handle = loop.call_soon(self._flush)
+        return future
+
+    async def drain(self) -> None:
+        """Wait until every queued write has committed or failed."""
+        while self._pending:
+            waiting = [entry.future for entry in self._pending if not entry.future.done()]
+            if waiting:
+                await asyncio.wait(waiting)
+            else:
+                await asyncio.sleep(0.001)  # only cancelled writes left: the next flush drops them
+
+    def close(self) -> None:
+        """Stop flushing; writes still queued fail (call ``drain`` first to let them finish)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        pending, self._pending = self._pending, []
+        for entry in pending:
+            if not entry.future.done():
+                entry.future.set_exception(self._wrap(RuntimeError("storage was closed"), entry.key))
+
+    # -- the flusher ---------------------------------------------------------------------------
+
+    def _schedule(self, delay: float = 0.0) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        self._handle = loop.call_soon(self._flush) if delay <= 0 else loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        pending = self._pending
+        batch = [entry for entry in pending[:MAX_BATCH] if not entry.future.done()]
+        del pending[:MAX_BATCH]
+        if batch:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self._not_begun(batch, exc)
+            else:
+                self._busy_attempts = 0
+                self._run(batch)
+        if self._pending and self._handle is None:
+            self._schedule()
+
+    def _not_begun(self, batch: list[_Entry], exc: sqlite3.Error) -> None:
+        """BEGIN failed: retry later if another process holds the lock and time remains."""
+        if not is_busy(exc):
+            for entry in batch:
+                entry.future.set_exception(self._wrap(exc, entry.key))
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        waiting = []
+        for entry in batch:
+            if entry.deadline <= now:
+                gave_up = sqlite3.OperationalError(
+                    f"database is locked by another connection; gave up after {self._busy_timeout}s"
+                )
+                entry.future.set_exception(self._wrap(gave_up, entry.key))
+            else:
+                waiting.append(entry)
+        self._pending[:0] = waiting
+        if self._pending:
+            self._schedule(backoff(self._busy_attempts))
+            self._busy_attempts += 1
+
+    def _run(self, batch: list[_Entry]) -> None:
+        conn = self._conn
+        cursor = self._cursor
+        now = now_ms()
+        ran: list[tuple[_Entry, Any, bool]] = []  # (entry, result or exception, failed)
+        for index, entry in enumerate(batch):
+            try:
+                result = entry.op(cursor, now, *entry.args)
+            except sqlite3.Error as exc:
+                error = self._wrap(exc, entry.key)
+                if not conn.in_transaction:
+                    # SQLite abandoned the whole transaction: the ops before this one are undone
+                    # too. Fail only this op; the others run again in a fresh transaction.
+                    entry.future.set_exception(error)
+                    self._pending[:0] = [e for e, _, _ in ran] + batch[index + 1 :]
+                    return
+                ran.append((entry, error, True))
+            except Exception as exc:  # the op's own error (WrongTypeError, ...): nothing was written
+                ran.append((entry, exc, True))
+            else:
+                ran.append((entry, result, False))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            for entry, _, _ in ran:
+                entry.future.set_exception(self._wrap(exc, entry.key))
+            return
+        for entry, value, failed in ran:
+            if entry.future.done():  # cancelled while queued behind a BEGIN retry
+                continue
+            if failed:
+                entry.future.set_exception(value)
+            else:
+                entry.future.set_result(value)

@@ -1,0 +1,581 @@
+"""SQLite storage: the embedded default, safe for several processes sharing one file.
+
+One ``sqlite3`` connection is used directly on the event loop. That is deliberate: a point read
+or write costs microseconds, far less than handing it to a thread (aiosqlite manages ~5k ops/s
+here), and SQLite is opened with ``busy_timeout=0`` so it never sleeps inside the loop. When
+another process holds the write lock, writes are retried with ``asyncio.sleep`` backoff (see
+``_sqlite_writer``) and fail with ``StorageUnavailable`` after ``busy_timeout`` seconds.
+
+Writes go through group commit: concurrent writes share one ``BEGIN IMMEDIATE ... COMMIT`` and
+each is acknowledged only after that commit. Compare-and-set, increment and lock acquisition run
+inside the same transaction, which holds SQLite's write lock, so they are atomic across processes.
+The file is in WAL mode: readers never wait for writers, and a ``kill -9`` at any moment loses at
+most writes that were not acknowledged yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
+from .._ttl import TTL, now_ms, ttl_to_ms
+from ..codecs import Codec
+from ..errors import ConfigError, LockError, StorageError, StorageUnavailable
+from ..urls import url_path
+from ._base import BaseStorage, V, bad_key, parse_counter
+from ._sqlite_schema import Sql, check_schema, create_schema_sql, validate_table
+from ._sqlite_writer import GroupCommit, Op, backoff, is_busy
+
+__all__ = ["SQLiteLock", "SQLiteStorage"]
+
+log = logging.getLogger("botstate")
+
+PAGE = 500
+"""Rows per statement when iterating, clearing or sweeping: keeps each statement small."""
+
+_SYNCHRONOUS = ("normal", "full", "extra")
+
+
+class SQLiteLock:
+    """A held lock row. ``token`` comes from a per-table sequence, so it grows on every acquisition."""
+
+    __slots__ = ("_key", "_lease", "_storage", "_token")
+
+    def __init__(self, storage: SQLiteStorage[Any], key: str, token: int, lease: float) -> None:
+        self._storage = storage
+        self._key = key
+        self._token = token
+        self._lease = lease
+
+    @property
+    def token(self) -> int:
+        return self._token
+
+    async def extend(self, lease: float | None = None) -> None:
+        """Renew the lease from now; ``LockError`` if it already ran out (another holder may exist)."""
+        lease_ms = _lease_ms(self._lease if lease is None else lease)
+        await self._storage._write(
+            self._storage._op_lock_extend, (self._key, self._token, lease_ms), self._key
+        )
+
+    def __repr__(self) -> str:
+        return f"SQLiteLock(key={self._key!r}, token={self._token})"
+
+
+def _lease_ms(lease: float) -> int:
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 < lease < float("inf"):
+        raise ValueError(f"lock lease must be positive finite seconds, got {lease!r}")
+    return max(1, round(lease * 1000))
+
+
+class SQLiteStorage(BaseStorage[V]):
+    """Entries in one table of an SQLite file; several storages and processes may share the file.
+
+    ``table`` names this storage's table (letters, digits, underscores), so one file can hold
+    several independent storages. ``busy_timeout`` is how many seconds a write keeps retrying
+    while another process holds the write lock. ``synchronous`` is SQLite's setting: ``"normal"``
+    (default) survives any process crash; ``"full"`` also survives power loss, at a cost per commit.
+    """
+
+    backend = "sqlite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table: str = "botstate",
+        default_ttl: TTL | None = None,
+        sweep_interval: float | None = None,
+        codec: Codec[V] | None = None,
+        busy_timeout: float = 5.0,
+        synchronous: str = "normal",
+    ) -> None:
+        super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
+        self.path = os.fspath(path)
+        if not isinstance(self.path, str) or not self.path:
+            raise ConfigError(f"SQLite path must be a non-empty str path, got {path!r}")
+        self.table = validate_table(table)
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or busy_timeout < 0:
+            raise ConfigError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        self.busy_timeout = float(busy_timeout)
+        if not isinstance(synchronous, str) or synchronous.lower() not in _SYNCHRONOUS:
+            raise ConfigError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
+        self.synchronous = synchronous.lower()
+        self._sql = Sql.for_table(self.table)
+        self._conn: sqlite3.Connection | None = None
+        self._cur: sqlite3.Cursor | None = None
+        self._writer: GroupCommit | None = None
+        self._open_lock: asyncio.Lock | None = None
+        self._released: asyncio.Future[None] | None = None
+        self._host = socket.gethostname()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite://:memory:``."""
+        rest = url.split("://", 1)[1].split("?", 1)[0] if "://" in url else ""
+        path = ":memory:" if rest in (":memory:", "/:memory:") else url_path(url)
+        return cls(path, **cls._url_options(url, options))
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self.path!r}, table={self.table!r}, codec={self.codec!r})"
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def _wrap(self, exc: BaseException, key: str | None = None) -> StorageError:
+        error = self._unavailable(exc, key)
+        error.__cause__ = exc
+        return error
+
+    async def _open(self) -> None:
+        if self._conn is not None:
+            return
+        if self.path != ":memory:" and not Path(self.path).parent.is_dir():
+            raise ConfigError(f"cannot open SQLite file {self.path!r}: its directory does not exist")
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False, cached_statements=128
+            )
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(
+                f"cannot open SQLite file {self.path!r}: {exc}", backend=self.backend
+            ) from exc
+        try:
+            await self._retrying(lambda: self._prepare(conn))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._cur = conn.cursor()
+        self._writer = GroupCommit(conn, busy_timeout=self.busy_timeout, wrap=self._wrap)
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Settings, then the schema; each step is safe to repeat after SQLITE_BUSY."""
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal" and self.path != ":memory:":
+            raise StorageUnavailable(
+                f"SQLite file {self.path!r} cannot use WAL (journal_mode={mode})", backend=self.backend
+            )
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        cursor = conn.cursor()
+        if not check_schema(cursor, self.table):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in create_schema_sql(self.table):
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            check_schema(cursor, self.table)
+        try:
+            cursor.execute(f'SELECT key, value, expires_at FROM "{self.table}" LIMIT 0')
+        except sqlite3.OperationalError as exc:
+            raise ConfigError(
+                f"table {self.table!r} in {self.path!r} exists but is not a botstate table: {exc}"
+            ) from exc
+
+    async def _retrying(self, step: Any) -> None:
+        """Run a synchronous setup step, retrying with ``asyncio.sleep`` while the file is busy."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_timeout
+        attempt = 0
+        while True:
+            try:
+                step()
+                return
+            except sqlite3.Error as exc:
+                if not is_busy(exc) or loop.time() >= deadline:
+                    raise StorageUnavailable(
+                        f"cannot open SQLite file {self.path!r}: {exc}", backend=self.backend
+                    ) from exc
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
+
+    async def _connected(self) -> tuple[sqlite3.Cursor, GroupCommit]:
+        """Open on first use (``start`` is optional), once even under concurrent first calls."""
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            await self._open()
+        assert self._cur is not None
+        assert self._writer is not None
+        return self._cur, self._writer
+
+    async def _close(self) -> None:
+        writer, conn = self._writer, self._conn
+        if writer is not None:
+            await writer.drain()
+            writer.close()
+        self._writer = self._cur = self._conn = None
+        self._open_lock = None
+        if conn is not None:
+            conn.close()
+
+    # -- reads (inline) and writes (group commit) ---------------------------------------------------
+
+    async def _query(self, sql: str, params: tuple[Any, ...], key: str | None) -> list[Any]:
+        """All rows of a read, retried with async backoff while the file is busy."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_timeout
+        attempt = 0
+        while True:
+            cur = self._cur or (await self._connected())[0]
+            try:
+                return cur.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                if not is_busy(exc) or loop.time() >= deadline:
+                    raise self._wrap(exc, key) from exc
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
+
+    async def _row(self, key: str) -> Any:
+        """The live ``(value, expires_at)`` row of ``key``, or None when missing or expired."""
+        cur = self._cur
+        try:
+            if cur is None:
+                raise sqlite3.OperationalError("not open")  # take the slow path below
+            row = cur.execute(self._sql.get, (key,)).fetchone()
+        except sqlite3.Error:
+            rows = await self._query(self._sql.get, (key,), key)
+            row = rows[0] if rows else None
+        if row is None or (row[1] is not None and row[1] <= now_ms()):
+            return None
+        return row
+
+    async def _write(self, op: Op, args: tuple[Any, ...], key: str | None) -> Any:
+        writer = self._writer or (await self._connected())[1]
+        return await writer.submit(op, args, key)
+
+    @staticmethod
+    def _op_execute(cur: sqlite3.Cursor, now: int, sql: str, params: tuple[Any, ...]) -> None:
+        cur.execute(sql, params)
+
+    # -- Storage --------------------------------------------------------------------------------
+
+    async def _get(self, key: str, default: Any = None) -> Any:
+        # ``_row`` inlined: this is the hottest read path.
+        if type(key) is not str or not key:
+            bad_key(key)
+        cur = self._cur
+        try:
+            if cur is None:
+                raise sqlite3.OperationalError("not open")
+            row = cur.execute(self._sql.get, (key,)).fetchone()
+        except sqlite3.Error:
+            rows = await self._query(self._sql.get, (key,), key)
+            row = rows[0] if rows else None
+        if row is None or (row[1] is not None and row[1] <= now_ms()):
+            return default
+        try:
+            return self._decode(row[0])
+        except Exception as exc:
+            raise self._corrupt(key, exc) from exc
+
+    if not TYPE_CHECKING:
+        get = _get
+
+    async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
+        try:
+            data = self._encode(value)
+        except Exception:
+            data = self._encode_value(key, value)  # raises SerializationError naming the key
+        expires = None if ttl_ms is None else now_ms() + ttl_ms
+        writer = self._writer or (await self._connected())[1]
+        await writer.submit(self._op_execute, (self._sql.set, (key, data, expires)), key)
+
+    async def delete(self, key: str) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        result: bool = await self._write(self._op_delete, (key,), key)
+        return result
+
+    def _op_delete(self, cur: sqlite3.Cursor, now: int, key: str) -> bool:
+        rows = cur.execute(self._sql.delete, (key,)).fetchall()
+        return bool(rows) and (rows[0][0] is None or rows[0][0] > now)
+
+    async def has(self, key: str) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        return await self._row(key) is not None
+
+    async def get_many(self, keys: Iterable[str]) -> list[V | None]:
+        get = self._get
+        values: list[V | None] = []
+        for index, key in enumerate(keys, 1):
+            values.append(await get(key))
+            if index % PAGE == 0:
+                await asyncio.sleep(0)  # a huge batch of reads must not starve the loop
+        return values
+
+    async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
+        """Store every pair in one transaction: all of them or, on any error, none."""
+        ttl_ms = self._ttl(ttl)
+        rows: list[tuple[str, bytes, int | None]] = []
+        for key, value in mapping.items():
+            if type(key) is not str or not key:
+                bad_key(key)
+            rows.append((key, self._encode_value(key, value), None))
+        if not rows:
+            return
+        if ttl_ms is not None:
+            expires = now_ms() + ttl_ms
+            rows = [(key, data, expires) for key, data, _ in rows]
+        await self._write(self._op_set_many, (rows,), None)
+
+    def _op_set_many(self, cur: sqlite3.Cursor, now: int, rows: list[tuple[str, bytes, int | None]]) -> None:
+        cur.execute("SAVEPOINT botstate_set_many")
+        try:
+            cur.executemany(self._sql.set, rows)
+        except BaseException:
+            if cur.connection.in_transaction:
+                cur.execute("ROLLBACK TO botstate_set_many")
+                cur.execute("RELEASE botstate_set_many")
+            raise
+        cur.execute("RELEASE botstate_set_many")
+
+    # -- TtlStorage -------------------------------------------------------------------------------
+
+    async def touch(self, key: str, ttl: TTL | None = None) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        result: bool = await self._write(self._op_touch, (key, self._ttl(ttl)), key)
+        return result
+
+    def _op_touch(self, cur: sqlite3.Cursor, now: int, key: str, ttl_ms: int | None) -> bool:
+        expires = None if ttl_ms is None else now + ttl_ms
+        return cur.execute(self._sql.touch, (expires, key, now)).rowcount > 0
+
+    async def sweep(self) -> int:
+        """Delete expired entries (and expired lock rows) now, a page per transaction."""
+        removed = 0
+        while True:
+            count: int = await self._write(self._op_sweep_page, (), None)
+            removed += count
+            if count < PAGE:
+                return removed
+
+    def _op_sweep_page(self, cur: sqlite3.Cursor, now: int) -> int:
+        count = cur.execute(self._sql.sweep_chunk, (now, PAGE)).rowcount
+        if count < PAGE:
+            cur.execute(self._sql.lock_sweep, (now,))
+        return count
+
+    # -- IterableStorage --------------------------------------------------------------------------
+
+    async def _scan(self, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
+        """Live ``(key, stored bytes)`` matching ``pattern``, a page per statement, in key order.
+
+        The glob's literal prefix becomes an index range (case-sensitive, nothing to escape),
+        and the compiled glob filters the rest: ``LIKE`` is never used.
+        """
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
+        if is_literal(pattern):
+            key = literal_prefix(pattern)
+            row = await self._row(key) if key else None
+            if row is not None:
+                yield key, row[0]
+            return
+        prefix = literal_prefix(pattern)
+        upper = prefix_upper_bound(prefix) if prefix else None
+        match = None if pattern == "*" else compile_glob(pattern).fullmatch
+        sql = self._sql
+        first, after = (
+            (sql.scan_from, sql.scan_after) if upper is None else (sql.scan_from_below, sql.scan_after_below)
+        )
+        statement, bound = first, prefix
+        while True:
+            params = (bound, PAGE) if upper is None else (bound, upper, PAGE)
+            rows = await self._query(statement, params, None)
+            now = now_ms()
+            for key, value, expires in rows:
+                if (expires is None or expires > now) and (match is None or match(key)):
+                    yield key, value
+            if len(rows) < PAGE:
+                return
+            statement, bound = after, rows[-1][0]
+            await asyncio.sleep(0)  # let other tasks run between pages
+
+    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        async for key, _ in self._scan(pattern):
+            yield key
+
+    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
+        async for key, data in self._scan(pattern):
+            yield key, self._decode_value(key, data)
+
+    async def clear(self) -> int:
+        """Delete this table's entries (not other tables', not locks); returns how many were live."""
+        live = 0
+        while True:
+            deleted: int
+            page_live: int
+            deleted, page_live = await self._write(self._op_clear_page, (), None)
+            live += page_live
+            if deleted < PAGE:
+                return live
+
+    def _op_clear_page(self, cur: sqlite3.Cursor, now: int) -> tuple[int, int]:
+        rows = cur.execute(self._sql.clear_chunk, (PAGE,)).fetchall()
+        return len(rows), sum(1 for (expires,) in rows if expires is None or expires > now)
+
+    # -- AtomicStorage (inside the write transaction: atomic across processes) -------------------
+
+    async def compare_and_set(
+        self, key: str, value: V, *, expected: V | None, ttl: TTL | None = None
+    ) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+        data = self._encode_value(key, value)
+        wanted = None if expected is None else self._encode_value(key, expected)
+        result: bool = await self._write(self._op_cas, (key, data, wanted, ttl_ms), key)
+        return result
+
+    def _op_cas(
+        self, cur: sqlite3.Cursor, now: int, key: str, data: bytes, wanted: bytes | None, ttl_ms: int | None
+    ) -> bool:
+        row = cur.execute(self._sql.get, (key,)).fetchone()
+        live = row is not None and (row[1] is None or row[1] > now)
+        if wanted is None:
+            if live:
+                return False
+        elif not live or not self._matches(key, row[0], wanted):
+            return False
+        cur.execute(self._sql.set, (key, data, None if ttl_ms is None else now + ttl_ms))
+        return True
+
+    async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
+        if type(amount) is not int:
+            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        if type(key) is not str or not key:
+            bad_key(key)
+        total: int = await self._write(self._op_increment, (key, amount, self._ttl(ttl)), key)
+        return total
+
+    def _op_increment(self, cur: sqlite3.Cursor, now: int, key: str, amount: int, ttl_ms: int | None) -> int:
+        row = cur.execute(self._sql.get, (key,)).fetchone()
+        if row is None or (row[1] is not None and row[1] <= now):
+            expires = None if ttl_ms is None else now + ttl_ms  # a new fixed window
+            cur.execute(self._sql.set, (key, str(amount).encode(), expires))
+            return amount
+        total = parse_counter(self, key, row[0]) + amount
+        cur.execute(self._sql.update_value, (str(total).encode(), key))  # keeps the window's expiry
+        return total
+
+    # -- LockingStorage ---------------------------------------------------------------------------
+
+    def lock(
+        self, key: str, *, lease: float = 30.0, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[SQLiteLock]:
+        """A lock shared by every process using this file and table (a row in ``botstate_locks``).
+
+        Acquiring is a conditional upsert in the write transaction; waiters poll with backoff (and
+        wake at once when a holder in this process releases). A holder that crashed blocks others
+        for at most ``lease`` seconds; a long job renews with ``extend()``.
+        """
+        if type(key) is not str or not key:
+            bad_key(key)
+        lease_ms = _lease_ms(lease)
+        if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
+            raise ValueError(f"lock timeout must be seconds >= 0 or None, got {timeout!r}")
+        return self._hold(key, lease, lease_ms, timeout)
+
+    @asynccontextmanager
+    async def _hold(
+        self, key: str, lease: float, lease_ms: int, timeout: float | None
+    ) -> AsyncIterator[SQLiteLock]:
+        try:
+            async with asyncio.timeout(timeout):
+                token = await self._acquire(key, lease_ms)
+        except TimeoutError:
+            raise LockError(f"lock not acquired within {timeout}s", key=key, backend=self.backend) from None
+        try:
+            yield SQLiteLock(self, key, token, lease)
+        finally:
+            await self._release(key, token)
+
+    async def _acquire(self, key: str, lease_ms: int) -> int:
+        attempt = 0
+        while True:
+            writer = self._writer or (await self._connected())[1]
+            future = writer.submit(self._op_lock_acquire, (key, lease_ms, f"{self._host}:{os.getpid()}"), key)
+            try:
+                token, held_until = await future
+            except asyncio.CancelledError:
+                # Cancelled (or timed out) after the row was written: give it back at once.
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    token = future.result()[0]
+                    if token:
+                        self._release_soon(key, token)
+                raise
+            if token:
+                return int(token)
+            delay = min(0.1, 0.005 * 2**attempt, max(0.001, (held_until - now_ms()) / 1000))
+            await self._wait_for_release(delay)
+            attempt += 1
+
+    def _op_lock_acquire(
+        self, cur: sqlite3.Cursor, now: int, key: str, lease_ms: int, owner: str
+    ) -> tuple[int, int]:
+        row = cur.execute(self._sql.lock_get, (key,)).fetchone()
+        if row is not None and row[0] > now:
+            return 0, int(row[0])
+        token: int = cur.execute(self._sql.lock_next_token, ()).fetchone()[0]
+        cur.execute(self._sql.lock_put, (key, owner, token, now + lease_ms))
+        return token, 0
+
+    def _op_lock_extend(self, cur: sqlite3.Cursor, now: int, key: str, token: int, lease_ms: int) -> None:
+        if cur.execute(self._sql.lock_extend, (now + lease_ms, key, token, now)).rowcount == 0:
+            raise LockError("lock was lost: its lease ran out before extend()", key=key, backend=self.backend)
+
+    def _op_lock_release(self, cur: sqlite3.Cursor, now: int, key: str, token: int) -> None:
+        cur.execute(self._sql.lock_release, (key, token))
+
+    async def _release(self, key: str, token: int) -> None:
+        try:
+            writer = self._writer or (await self._connected())[1]
+            # Shielded: a holder cancelled while releasing still releases.
+            await asyncio.shield(writer.submit(self._op_lock_release, (key, token), key))
+        except StorageError as exc:
+            log.warning("botstate: lock release failed; the lock frees when its lease ends: %s", exc)
+        finally:
+            self._signal_release()
+
+    def _release_soon(self, key: str, token: int) -> None:
+        if self._writer is not None:
+            future = self._writer.submit(self._op_lock_release, (key, token), key)
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._signal_release()
+
+    async def _wait_for_release(self, delay: float) -> None:
+        """Sleep up to ``delay``; a release by this process ends the wait early."""
+        loop = asyncio.get_running_loop()
+        signal = self._released
+        if signal is None or signal.done() or signal.get_loop() is not loop:
+            signal = self._released = loop.create_future()
+        await asyncio.wait([signal], timeout=delay)
+
+    def _signal_release(self) -> None:
+        signal, self._released = self._released, None
+        if signal is not None and not signal.done():
+            signal.set_result(None)
+
+    async def health(self) -> bool:
+        try:
+            await self._query("SELECT 1", (), None)
+        except StorageError:
+            return False
+        return True
