@@ -1,0 +1,813 @@
+"""Storage in a directory: one file per key, written atomically, shared safely between processes.
+
+Layout of ``directory``::
+
+    <sha256(key)>.entry          one entry: header (magic, expiry, key) + the codec's bytes
+    <sha256(key)>.<random>.tmp   a write in progress (or left by a crash; ``sweep`` removes it)
+    .locks/<sha256(key)>.write   held (flock) while one writer changes the entry
+    .locks/<sha256(key)>.lock    held (flock) by the owner of ``lock(key)``; holds token and lease
+    .locks/guard                 serialises lock hand-overs; holds the fencing-token counter
+
+File names are the hex SHA-256 of the key's UTF-8 bytes: 70 lower-case ASCII characters for any
+key, so no key can escape the directory, exceed the 255-byte name limit or collide with another
+key on a case-insensitive filesystem. The key itself is stored in the file, which is how
+``keys()`` returns it and how a file that does not belong to its name is detected.
+
+Writes go to a temporary file in the same directory, are fsynced, ``os.replace``-d over the entry
+and the directory is fsynced: a reader sees the old or the new entry, never a mix, and a crash
+leaves at worst a stray temporary file. Every change of a key (``set``, ``delete``,
+``compare_and_set``, ``increment``, ``touch``) runs under the key's ``flock``, so read-modify-write
+is atomic across processes. All blocking I/O runs in worker threads (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+import struct
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
+
+from .._glob import compile_glob, is_literal, literal_prefix
+from .._locks import KeyedLocks
+from .._ttl import TTL, monotonic_ms, now_ms, ttl_to_ms
+from ..codecs import Codec
+from ..errors import ConfigError, CorruptValueError, LockError, StorageError
+from ..urls import url_path
+from ._base import BaseStorage, V, bad_key, parse_counter
+
+__all__ = ["FileLock", "FileStorage"]
+
+R = TypeVar("R")
+
+_MAGIC = b"BSF1"
+_HEADER = struct.Struct(">4sqI")  # magic, expires at (wall-clock ms, 0 = never), key length
+_RECORD = struct.Struct(">qq")  # lock file: fencing token, lease end (monotonic ms)
+_ENTRY = ".entry"
+_TMP = ".tmp"
+_LOCKS = ".locks"
+_HEX_LEN = 64
+_SCAN_CHUNK = 256  # entry files read per worker-thread call while iterating
+_POLL_MIN, _POLL_MAX = 0.002, 0.05  # seconds between attempts on a lock held elsewhere
+# Errors after which the same call may succeed later; everything else is a plain StorageError.
+_TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE, errno.EAGAIN})
+
+
+class _Unreadable(Exception):
+    """An entry file whose header cannot be parsed, or that holds another key than its name says."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class _Held(NamedTuple):
+    fd: int
+    dev: int
+    ino: int
+    token: int
+
+
+def _key_bytes(key: str) -> bytes:
+    return key.encode("utf-8", "surrogatepass")  # any str is a valid key, lone surrogates included
+
+
+def _name(key: str) -> str:
+    return hashlib.sha256(_key_bytes(key)).hexdigest()
+
+
+def _deadline(ttl_ms: int | None) -> int:
+    return 0 if ttl_ms is None else now_ms() + ttl_ms
+
+
+def _pack(key: str, expires_at: int, payload: bytes) -> bytes:
+    kb = _key_bytes(key)
+    return b"".join((_HEADER.pack(_MAGIC, expires_at, len(kb)), kb, payload))
+
+
+def _unpack(raw: bytes, where: Path) -> tuple[str, int, bytes]:
+    """``(key, expires_at, payload)`` of an entry file's bytes; ``_Unreadable`` if the header is bad."""
+    if len(raw) < _HEADER.size:
+        raise _Unreadable(f"entry file {where} is truncated ({len(raw)} bytes)")
+    magic, expires_at, key_len = _HEADER.unpack_from(raw)
+    end = _HEADER.size + key_len
+    if magic != _MAGIC or expires_at < 0 or len(raw) < end:
+        raise _Unreadable(f"entry file {where} has an unreadable header")
+    try:
+        key = raw[_HEADER.size : end].decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise _Unreadable(f"entry file {where} has an unreadable key") from None
+    return key, expires_at, raw[end:]
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not unlinked nor replaced meanwhile)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+class _Files:
+    """The blocking filesystem side of :class:`FileStorage`: every method runs in a worker thread."""
+
+    def __init__(self, root: Path, fsync: bool) -> None:
+        self.root = root
+        self.locks = root / _LOCKS
+        self.fsync = fsync
+
+    # -- basics ----------------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        os.makedirs(self.locks, mode=0o700, exist_ok=True)
+
+    def _create(self, path: Path, flags: int) -> int:
+        """Open with ``O_CREAT`` (mode 0600), creating the storage's directories if they are missing."""
+        try:
+            return os.open(path, flags | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            self.ensure()
+            return os.open(path, flags | os.O_CREAT, 0o600)
+
+    def sync_dir(self) -> None:
+        """Make renames and unlinks in the directory durable."""
+        if self.fsync:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def healthy(self) -> bool:
+        try:
+            self.ensure()
+        except OSError:
+            return False
+        return os.access(self.root, os.W_OK | os.X_OK) and os.access(self.locks, os.W_OK | os.X_OK)
+
+    # -- entries ------------------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> Path:
+        return self.root / (name + _ENTRY)
+
+    def _read(self, name: str) -> tuple[str, int, bytes] | None:
+        path = self._entry(name)
+        try:
+            with open(path, "rb") as file:
+                raw = file.read()
+        except FileNotFoundError:
+            return None
+        return _unpack(raw, path)
+
+    def _current(self, key: str, name: str) -> tuple[bytes, int] | None:
+        """``(payload, expires_at)`` of the key's unexpired entry, or None."""
+        found = self._read(name)
+        if found is None:
+            return None
+        stored_key, expires_at, payload = found
+        if stored_key != key:
+            raise _Unreadable(f"entry file {self._entry(name)} holds another key ({stored_key!r})", key)
+        if expires_at and expires_at <= now_ms():
+            return None
+        return payload, expires_at
+
+    def live(self, key: str) -> bytes | None:
+        try:
+            current = self._current(key, _name(key))
+        except _Unreadable as exc:
+            exc.key = key
+            raise
+        return None if current is None else current[0]
+
+    def live_many(self, keys: list[str]) -> list[bytes | None]:
+        return [self.live(key) for key in keys]
+
+    def _write(self, name: str, blob: bytes) -> None:
+        """Replace the entry atomically. The caller holds the key's write lock (see ``_sweep_temps``)."""
+        tmp = self.root / f"{name}.{secrets.token_hex(6)}{_TMP}"
+        fd = self._create(tmp, os.O_WRONLY | os.O_EXCL)
+        try:
+            try:
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._entry(name))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    @contextmanager
+    def _write_lock(self, name: str, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the key's write lock (yields True), or yield False if ``wait`` is off and it is busy.
+
+        The lock file is removed on release so the lock directory does not grow with every key
+        ever written; a waiter that locked the removed file notices (``_same_file``) and retries.
+        """
+        path = self.locks / (name + ".write")
+        while True:
+            fd = self._create(path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                fd = -1
+            except BaseException:
+                os.close(fd)
+                raise
+            if fd < 0 or _same_file(fd, path):
+                break
+            os.close(fd)
+        if fd < 0:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                os.unlink(path)
+            finally:
+                os.close(fd)
+
+    def put(self, key: str, payload: bytes, ttl_ms: int | None) -> None:
+        name = _name(key)
+        with self._write_lock(name):
+            self._write(name, _pack(key, _deadline(ttl_ms), payload))
+        self.sync_dir()
+
+    def put_many(self, pairs: list[tuple[str, bytes]], ttl_ms: int | None) -> None:
+        for key, payload in pairs:
+            name = _name(key)
+            with self._write_lock(name):
+                self._write(name, _pack(key, _deadline(ttl_ms), payload))
+        self.sync_dir()  # once for the batch: every rename above is durable when this returns
+
+    def modify(self, key: str, change: Callable[[bytes | None, int], tuple[bytes, int] | None]) -> bool:
+        """Read-modify-write under the key's lock. ``change(payload or None, expires_at)`` returns
+        the new ``(payload, expires_at)`` or None to write nothing; returns whether it wrote."""
+        name = _name(key)
+        with self._write_lock(name):
+            current = self._current(key, name)
+            new = change(None, 0) if current is None else change(*current)
+            if new is None:
+                return False
+            self._write(name, _pack(key, new[1], new[0]))
+        self.sync_dir()
+        return True
+
+    def delete(self, key: str) -> bool:
+        name = _name(key)
+        with self._write_lock(name):
+            try:
+                existed = self._current(key, name) is not None
+            except _Unreadable:
+                existed = True  # deleting is how a damaged entry is repaired
+            try:
+                os.unlink(self._entry(name))
+            except FileNotFoundError:
+                return False
+        self.sync_dir()
+        return existed
+
+    # -- iteration, clear, sweep --------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """The hashed names of every entry file in the directory."""
+        try:
+            files = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [f[:_HEX_LEN] for f in files if len(f) == _HEX_LEN + len(_ENTRY) and f.endswith(_ENTRY)]
+
+    def read_matching(self, names: list[str], match: Callable[[str], object]) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        now = now_ms()
+        for name in names:
+            entry = self._read(name)
+            if entry is None:
+                continue
+            key, expires_at, payload = entry
+            if _name(key) != name:
+                raise _Unreadable(f"entry file {self._entry(name)} is not named after its key", key)
+            if (not expires_at or expires_at > now) and match(key):
+                found.append((key, payload))
+        return found
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many were unexpired (damaged ones count as unexpired)."""
+        removed = 0
+        for name in self.names():
+            with self._write_lock(name):
+                try:
+                    entry = self._read(name)
+                except _Unreadable:
+                    entry = ("", 0, b"")
+                if entry is None:
+                    continue
+                os.unlink(self._entry(name))
+                expires_at = entry[1]
+                removed += not expires_at or expires_at > now_ms()
+        self._sweep_temps()
+        self.sync_dir()
+        return removed
+
+    def sweep(self) -> int:
+        """Remove expired entries and whatever crashed writers and lock holders left behind."""
+        removed = 0
+        for name in self.names():
+            try:
+                entry = self._read(name)
+            except _Unreadable:
+                continue  # kept for inspection, as a damaged value is
+            if entry is None or not entry[1] or entry[1] > now_ms():
+                continue
+            with self._write_lock(name, wait=False) as held:
+                if not held:
+                    continue  # being written right now: not expired for long
+                try:
+                    entry = self._read(name)
+                except _Unreadable:
+                    continue
+                if entry is not None and entry[1] and entry[1] <= now_ms():
+                    os.unlink(self._entry(name))
+                    removed += 1
+        self._sweep_temps()
+        self._sweep_locks()
+        if removed:
+            self.sync_dir()
+        return removed
+
+    def _sweep_temps(self) -> None:
+        """Remove temporary files of crashed writers.
+
+        A writer holds the key's write lock for the whole life of its temporary file, so a temporary
+        file found while holding that lock belongs to nobody.
+        """
+        try:
+            files = os.listdir(self.root)
+        except FileNotFoundError:
+            return
+        for file in files:
+            if not file.endswith(_TMP) or len(file) <= _HEX_LEN or file[_HEX_LEN] != ".":
+                continue
+            with self._write_lock(file[:_HEX_LEN], wait=False) as held:
+                if held:
+                    try:
+                        os.unlink(self.root / file)
+                    except FileNotFoundError:
+                        pass
+
+    def _sweep_locks(self) -> None:
+        """Remove lock files left by holders that died (their flock went with them)."""
+        try:
+            files = os.listdir(self.locks)
+        except FileNotFoundError:
+            return
+        for file in files:
+            if file.endswith(".write"):
+                with self._write_lock(file[: -len(".write")], wait=False):
+                    pass  # taking and releasing the lock removes its file
+        if any(file.endswith((".lock", ".steal")) for file in files):
+            with self._guard():
+                for file in files:
+                    path = self.locks / file
+                    if file.endswith(".steal"):  # a hand-over interrupted by a crash
+                        self._unlink_quietly(path)
+                    elif file.endswith(".lock"):
+                        try:
+                            fd = os.open(path, os.O_RDWR)
+                        except FileNotFoundError:
+                            continue
+                        try:
+                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            self._unlink_quietly(path)
+                        except BlockingIOError:
+                            pass
+                        finally:
+                            os.close(fd)
+
+    @staticmethod
+    def _unlink_quietly(path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    # -- locks ----------------------------------------------------------------------------------------
+    #
+    # A lock is held as an flock on .locks/<name>.lock, so a holder that dies releases it at once.
+    # The file also records the holder's token and lease end; a waiter that finds the lease over
+    # replaces the file (os.replace) with one it has flocked: the old holder keeps an flock on a
+    # file no longer at the path, which is how it learns it lost the lock. Every hand-over (take,
+    # steal, renew, release) happens under the storage-wide guard flock, so none of them race.
+
+    @contextmanager
+    def _guard(self) -> Iterator[int]:
+        fd = self._create(self.locks / "guard", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _next_token(self, guard: int) -> int:
+        data = os.pread(guard, 8, 0)
+        token = (int.from_bytes(data, "big") if len(data) == 8 else 0) + 1
+        os.pwrite(guard, token.to_bytes(8, "big"), 0)
+        if self.fsync:
+            os.fsync(guard)  # tokens must keep growing after a power loss too
+        return token
+
+    def lock_try(self, name: str, lease_ms: int) -> _Held | float:
+        """Take the lock, or return the seconds until the current holder's lease ends."""
+        path = self.locks / (name + ".lock")
+        with self._guard() as guard:
+            fd = self._create(path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                record = os.pread(fd, _RECORD.size, 0)
+                os.close(fd)
+                if len(record) == _RECORD.size:
+                    lease_end: int = _RECORD.unpack(record)[1]
+                    if lease_end > monotonic_ms():
+                        return (lease_end - monotonic_ms()) / 1000
+                fd = self._steal(path)
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                token = self._next_token(guard)
+                os.pwrite(fd, _RECORD.pack(token, int(monotonic_ms()) + lease_ms), 0)
+                stat = os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            return _Held(fd, stat.st_dev, stat.st_ino, token)
+
+    def _steal(self, path: Path) -> int:
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.steal")
+        fd = self._create(tmp, os.O_RDWR | os.O_EXCL)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.replace(tmp, path)
+        except BaseException:
+            os.close(fd)
+            self._unlink_quietly(tmp)
+            raise
+        return fd
+
+    def _owns(self, held: _Held, path: Path) -> bool:
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return False
+        return (stat.st_dev, stat.st_ino) == (held.dev, held.ino)
+
+    def lock_extend(self, name: str, held: _Held, lease_ms: int) -> bool:
+        path = self.locks / (name + ".lock")
+        with self._guard():
+            if not self._owns(held, path):
+                return False
+            os.pwrite(held.fd, _RECORD.pack(held.token, int(monotonic_ms()) + lease_ms), 0)
+            return True
+
+    def lock_release(self, name: str, held: _Held) -> bool:
+        """Release; returns False if the lock had been taken over after its lease ran out."""
+        path = self.locks / (name + ".lock")
+        with self._guard():
+            try:
+                owned = self._owns(held, path)
+                if owned:
+                    os.unlink(path)
+            finally:
+                os.close(held.fd)
+        return owned
+
+
+class FileLock:
+    """A lock of a :class:`FileStorage` key, shared by every process using the directory.
+
+    Held as an ``flock``: if the holder's process dies, the OS releases it at once. ``lease``
+    bounds how long a live but stuck holder can block others: after it, a waiter takes the lock
+    over, and the old holder's ``extend`` (and the end of its ``async with`` block) raises
+    ``LockError``. ``token`` comes from a counter kept in the directory, so it grows with every
+    acquisition, across processes and restarts (a fencing token).
+    """
+
+    def __init__(self, storage: FileStorage[Any], key: str, lease_ms: int, timeout: float | None) -> None:
+        self._storage = storage
+        self._key = key
+        self._name = _name(key)
+        self._lease_ms = lease_ms
+        self._timeout = timeout
+        self._held: _Held | None = None
+
+    @property
+    def token(self) -> int:
+        return 0 if self._held is None else self._held.token
+
+    async def __aenter__(self) -> Self:
+        if self._held is not None:
+            raise RuntimeError("this lock is already held; call storage.lock() again for another")
+        loop = asyncio.get_running_loop()
+        deadline = None if self._timeout is None else loop.time() + self._timeout
+        delay = _POLL_MIN
+        while True:
+            result = await self._attempt()
+            if isinstance(result, _Held):
+                self._held = result
+                return self
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise LockError(
+                    f"lock not acquired within {self._timeout}s", key=self._key, backend=self._storage.backend
+                )
+            pause = min(delay, result, _POLL_MAX if deadline is None else max(deadline - now, 0.0))
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def _attempt(self) -> _Held | float:
+        """One try in a worker thread; if the caller is cancelled meanwhile, a lock taken is dropped."""
+        task = asyncio.ensure_future(
+            self._storage._call(self._storage._files.lock_try, self._name, self._lease_ms, key=self._key)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_drop_if_held)
+            raise
+
+    async def extend(self, lease: float | None = None) -> None:
+        """Restart the lease (``lease`` seconds, default the one the lock was taken with)."""
+        lease_ms = self._lease_ms if lease is None else _lease_ms(lease)
+        held = self._held
+        if held is None or not await self._storage._call(
+            self._storage._files.lock_extend, self._name, held, lease_ms, key=self._key
+        ):
+            raise LockError(
+                "lock lost: its lease ran out and another holder took it, or it is not held",
+                key=self._key,
+                backend=self._storage.backend,
+            )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        owned = await self._storage._call(self._storage._files.lock_release, self._name, held, key=self._key)
+        if not owned and exc_type is None:
+            raise LockError(
+                "lock lost before release: its lease ran out and another holder took it",
+                key=self._key,
+                backend=self._storage.backend,
+            )
+
+    def __del__(self) -> None:
+        # An abandoned holder: closing the descriptor frees the flock, as the death of its process would.
+        if self._held is not None:
+            try:
+                os.close(self._held.fd)
+            except OSError:
+                pass
+
+
+def _drop_if_held(task: asyncio.Future[_Held | float]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        result = task.result()
+        if isinstance(result, _Held):
+            os.close(result.fd)
+
+
+def _lease_ms(lease: float) -> int:
+    ms = ttl_to_ms(lease)
+    if ms is None:
+        raise TypeError("lease must be positive seconds")
+    return ms
+
+
+class FileStorage(BaseStorage[V]):
+    """Storage in a local directory: one file per key, crash-safe, shared by processes on one host.
+
+    ``fsync=False`` skips the fsyncs: writes stay atomic (never half-written) but the last ones may
+    be lost on power failure. The directory must be on a local filesystem (``flock`` is not
+    reliable over NFS). Files are created with mode 0600, the directories with 0700.
+    """
+
+    backend = "file"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        default_ttl: TTL | None = None,
+        sweep_interval: float | None = None,
+        codec: Codec[V] | None = None,
+        fsync: bool = True,
+    ) -> None:
+        super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
+        self.directory = Path(os.path.abspath(directory))  # immune to a later chdir
+        self._files = _Files(self.directory, fsync)
+        self._writers = KeyedLocks()  # one worker thread per key waits on its flock, not a queue of them
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """``file:///relative/dir`` or ``file:////absolute/dir``, options in the query string."""
+        if url.split("://", 1)[0].lower() != "file":
+            raise ConfigError(f"{url!r} is not a file:// URL")
+        return cls(url_path(url), **cls._url_options(url, options))
+
+    async def _call(self, fn: Callable[..., R], *args: Any, key: str | None = None) -> R:
+        """Run blocking I/O in a worker thread; turn OS errors into botstate's, naming the key."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except _Unreadable as exc:
+            raise CorruptValueError(str(exc), key=exc.key or key, backend=self.backend) from exc
+        except OSError as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            if exc.errno in _TRANSIENT:
+                raise self._unavailable(exc, key) from exc
+            raise StorageError(message, key=key, backend=self.backend) from exc
+
+    async def _open(self) -> None:
+        await self._call(self._files.ensure)
+
+    # -- Storage ----------------------------------------------------------------------------------
+
+    async def _get(self, key: str, default: Any = None) -> Any:
+        if type(key) is not str or not key:
+            bad_key(key)
+        data = await self._call(self._files.live, key, key=key)
+        return default if data is None else self._decode_value(key, data)
+
+    if not TYPE_CHECKING:
+        get = _get
+
+    async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+        data = self._encode_value(key, value)
+        async with self._writers.hold(key):
+            await self._call(self._files.put, key, data, ttl_ms, key=key)
+
+    async def delete(self, key: str) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        async with self._writers.hold(key):
+            return await self._call(self._files.delete, key, key=key)
+
+    async def has(self, key: str) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        return await self._call(self._files.live, key, key=key) is not None
+
+    async def get_many(self, keys: Iterable[str]) -> list[V | None]:
+        wanted = list(keys)
+        for key in wanted:
+            if type(key) is not str or not key:
+                bad_key(key)
+        found = await self._call(self._files.live_many, wanted)
+        return [
+            None if data is None else self._decode_value(key, data)
+            for key, data in zip(wanted, found, strict=True)
+        ]
+
+    async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
+        """Store every pair, each atomically; nothing is written if any value cannot be encoded.
+
+        The batch as a whole is not atomic: a crash midway leaves the first pairs written.
+        """
+        ttl_ms = self._ttl(ttl)
+        pairs = []
+        for key, value in mapping.items():
+            if type(key) is not str or not key:
+                bad_key(key)
+            pairs.append((key, self._encode_value(key, value)))
+        if pairs:
+            await self._call(self._files.put_many, pairs, ttl_ms)
+
+    async def _modify(
+        self, key: str, change: Callable[[bytes | None, int], tuple[bytes, int] | None]
+    ) -> bool:
+        async with self._writers.hold(key):
+            return await self._call(self._files.modify, key, change, key=key)
+
+    # -- TtlStorage -------------------------------------------------------------------------------
+
+    async def touch(self, key: str, ttl: TTL | None = None) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+
+        def restart(data: bytes | None, expires_at: int) -> tuple[bytes, int] | None:
+            return None if data is None else (data, _deadline(ttl_ms))
+
+        return await self._modify(key, restart)
+
+    async def sweep(self) -> int:
+        return await self._call(self._files.sweep)
+
+    # -- IterableStorage ------------------------------------------------------------------------------
+
+    async def _scan(self, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
+        if is_literal(pattern):
+            key = literal_prefix(pattern)
+            data = await self._call(self._files.live, key, key=key) if key else None
+            if data is not None:
+                yield key, data
+            return
+        match = compile_glob(pattern).fullmatch
+        names = await self._call(self._files.names)
+        for start in range(0, len(names), _SCAN_CHUNK):
+            chunk = names[start : start + _SCAN_CHUNK]
+            for item in await self._call(self._files.read_matching, chunk, match):
+                yield item
+
+    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        async for key, _ in self._scan(pattern):
+            yield key
+
+    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
+        async for key, data in self._scan(pattern):
+            yield key, self._decode_value(key, data)
+
+    async def clear(self) -> int:
+        return await self._call(self._files.clear)
+
+    # -- AtomicStorage ----------------------------------------------------------------------------------
+
+    async def compare_and_set(
+        self, key: str, value: V, *, expected: V | None, ttl: TTL | None = None
+    ) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+        data = self._encode_value(key, value)
+        wanted = None if expected is None else self._encode_value(key, expected)
+
+        def swap(current: bytes | None, expires_at: int) -> tuple[bytes, int] | None:
+            if wanted is None:
+                ok = current is None
+            else:
+                ok = current is not None and self._matches(key, current, wanted)
+            return (data, _deadline(ttl_ms)) if ok else None
+
+        return await self._modify(key, swap)
+
+    async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
+        if type(amount) is not int:
+            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+        total = 0
+
+        def add(current: bytes | None, expires_at: int) -> tuple[bytes, int]:
+            nonlocal total
+            if current is None:
+                total = amount
+                return str(total).encode(), _deadline(ttl_ms)
+            total = parse_counter(self, key, current) + amount
+            return str(total).encode(), expires_at  # a fixed window: the expiry is kept
+
+        await self._modify(key, add)
+        return total
+
+    # -- LockingStorage ---------------------------------------------------------------------------------
+
+    def lock(self, key: str, *, lease: float = 30.0, timeout: float | None = None) -> FileLock:
+        if type(key) is not str or not key:
+            bad_key(key)
+        if timeout is not None and not timeout >= 0:
+            raise ValueError("timeout must be non-negative seconds or None")
+        return FileLock(self, key, _lease_ms(lease), timeout)
+
+    async def health(self) -> bool:
+        return await asyncio.to_thread(self._files.healthy)
+
+    def __repr__(self) -> str:
+        return (
+            f"FileStorage({str(self.directory)!r}, codec={self.codec!r}, "
+            f"default_ttl_ms={self.default_ttl_ms}, fsync={self._files.fsync})"
+        )
