@@ -1,0 +1,65 @@
+"""Backends the wrapper and consumer tests run over: memory always, the others once they exist.
+
+Server backends get a namespace unique to the test, so runs never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from botstate import MemoryStorage, open_storage
+from botstate.wrappers import namespace
+
+BACKENDS = {
+    "memory": None,
+    "sqlite": "botstate.storages.sqlite",
+    "redis": "botstate.storages.redis",
+    "postgres": "botstate.storages.postgres",
+}
+
+
+class Minimal:
+    """A third-party adapter implementing only the four ``Storage`` methods."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    async def set(self, key: str, value: Any, *, ttl: Any = None) -> None:
+        self.data[key] = value
+
+    async def delete(self, key: str) -> bool:
+        return self.data.pop(key, None) is not None
+
+    async def has(self, key: str) -> bool:
+        return key in self.data
+
+
+def _open(name: str, request: pytest.FixtureRequest) -> Any:
+    module = BACKENDS[name]
+    if module is not None and importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not written yet")
+    if name == "memory":
+        return MemoryStorage()
+    if name == "sqlite":
+        return open_storage(f"sqlite:///{request.getfixturevalue('tmp_path') / 'state.db'}")
+    url = request.getfixturevalue("redis_url" if name == "redis" else "postgres_dsn")
+    return namespace(open_storage(url), request.getfixturevalue("unique") + ":")
+
+
+@pytest_asyncio.fixture(params=list(BACKENDS))
+async def any_storage(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A started, empty storage of each backend."""
+    storage = _open(request.param, request)
+    async with storage:
+        try:
+            yield storage
+        finally:
+            await storage.clear()
