@@ -1,0 +1,100 @@
+"""In-process isolation: same-key bodies one after another, other keys in parallel, bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+
+from botstate import LockError, MemoryStorage
+from botstate.sessions import Sessions
+
+
+async def increments(sessions: Sessions[Any], count: int) -> None:
+    async def one() -> None:
+        async with sessions.open("counter") as session:
+            value = session.data
+            await asyncio.sleep(0)  # a handler awaiting something between read and write
+            session.data = value + 1
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def test_same_key_bodies_run_one_after_another() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    await increments(Sessions(storage, initial=int), 200)
+    assert await storage.get("session:counter") == 200
+
+
+async def test_without_isolation_concurrent_bodies_lose_updates() -> None:
+    # What the default prevents; "none" is for bots that serialise updates themselves.
+    storage: MemoryStorage[Any] = MemoryStorage()
+    await increments(Sessions(storage, initial=int, isolation="none"), 200)
+    assert await storage.get("session:counter") < 200
+
+
+async def test_different_keys_run_in_parallel() -> None:
+    sessions = Sessions(MemoryStorage(), initial=int)
+    first_inside = asyncio.Event()
+    second_done = asyncio.Event()
+
+    async def first() -> None:
+        async with sessions.open("a"):
+            first_inside.set()
+            await second_done.wait()  # would deadlock if "b" waited for "a"
+
+    async def second() -> None:
+        await first_inside.wait()
+        async with sessions.open("b") as session:
+            session.data = 1
+        second_done.set()
+
+    await asyncio.wait_for(asyncio.gather(first(), second()), 5)
+
+
+async def test_lock_table_is_pruned_after_use() -> None:
+    sessions = Sessions(MemoryStorage(), initial=int)
+    for i in range(2000):
+        async with sessions.open(f"chat{i}") as session:
+            session.data += 1
+    assert len(sessions.isolation.locks) == 0  # type: ignore[attr-defined]
+
+
+class LostLease:
+    def __init__(self, token: int, key: str) -> None:
+        self.token = token
+        self.key = key
+
+    async def extend(self, lease: float | None = None) -> None:
+        raise LockError("lease ran out", key=self.key, backend="memory")
+
+
+class LosingLocks(MemoryStorage[Any]):
+    """A memory storage whose locks report, on renewal, that their lease ran out."""
+
+    def lock(
+        self, key: str, *, lease: float = 30.0, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[Any]:
+        @asynccontextmanager
+        async def held() -> AsyncIterator[Any]:
+            async with super(LosingLocks, self).lock(key, lease=lease, timeout=timeout) as lock:
+                yield LostLease(lock.token, key)
+
+        return held()
+
+
+async def test_a_session_whose_lock_was_lost_writes_nothing() -> None:
+    storage = LosingLocks()
+    sessions = Sessions(storage, initial=int, isolation="distributed", lease=0.03)
+
+    async def handler() -> None:
+        async with sessions.open("counter") as session:
+            session.data = 5
+            await asyncio.sleep(0.1)  # renewal runs, and finds the lock lost
+
+    with pytest.raises(LockError, match="changes were not saved"):
+        await handler()
+    assert await storage.has("session:counter") is False
