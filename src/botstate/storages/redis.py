@@ -1,0 +1,608 @@
+"""Redis (and Valkey, and Redis Cluster) storage on redis-py's asyncio client.
+
+Every entry is one Redis string at ``prefix + key`` holding the codec's bytes, with a native
+millisecond expiry (``PX``), so other processes and tools see plain keys. Single-key commands of a
+standalone server go through a :class:`~._redis_lane.Lane`: one connection of the storage's own
+that coalesces concurrent commands into pipelined round trips. Compare-and-set, windowed counters
+and locks are Lua scripts, atomic on the server.
+
+On a cluster the storage uses redis-py's cluster client as it is: multi-key operations are split
+by hash slot, iteration visits every primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.backoff import NoBackoff
+from redis.client import NEVER_DECODE
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+from redis.retry import Retry
+
+from .._glob import _tokens, compile_glob, escape, is_literal, literal_prefix
+from .._ttl import TTL, ttl_to_ms
+from ..codecs import Codec
+from ..errors import ConfigError, LockError, StorageError, WrongTypeError
+from . import _redis_scripts as scripts
+from ._base import BaseStorage, V, bad_key, log, parse_counter
+from ._redis_lane import Lane
+
+__all__ = ["RedisLock", "RedisStorage"]
+
+K = TypeVar("K", bound=bytes | str)
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError, RedisClusterException)
+_CLIENT_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+_SCHEMES = {
+    "redis": ("redis", False),
+    "valkey": ("redis", False),
+    "rediss": ("rediss", False),
+    "valkeys": ("rediss", False),
+    "redis+cluster": ("redis", True),
+    "rediss+cluster": ("rediss", True),
+}
+_URL_OPTIONS = frozenset({"prefix", "lock_prefix", "default_ttl", "sweep_interval", "timeout", "scan_count"})
+"""Query options that configure the storage; redis-py gets the rest of the query string."""
+_TOKEN_KEEP_MS = 3_600_000
+"""How long a lock's token counter outlives its last lease (it is re-seeded from the clock after)."""
+
+
+def _server_match(pattern: str) -> str:
+    """A ``SCAN MATCH`` pattern selecting at least every key ``pattern`` matches.
+
+    Redis matches bytes, botstate matches characters, and their set syntaxes differ (``[!a]``),
+    so only literals and ``*`` are sent as they are; ``?`` and sets widen to ``*`` and the exact
+    check is done in Python.
+    """
+    out = []
+    for kind, text in _tokens(pattern):
+        if kind == "lit":
+            out.append(escape(text))
+        elif not out or out[-1] != "*":
+            out.append("*")
+    return "".join(out)
+
+
+def _text(key: bytes | str) -> str | None:
+    """A key from the server as text; None for bytes that are not UTF-8 (not written by botstate)."""
+    if isinstance(key, str):
+        return key
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+class _ClusterCalls:
+    """Commands through redis-py's cluster client, initialised once before first use."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.client = client
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> None:
+        # An uninitialised RedisCluster hit by many concurrent commands can apply some twice.
+        async with self._lock:
+            if not self._ready:
+                await self.client.initialize()
+                self._ready = True
+
+    async def call(self, *args: Any) -> Any:
+        if not self._ready:
+            await self.ready()
+        return await self.client.execute_command(*args, **{NEVER_DECODE: True})
+
+    def ready_again(self) -> None:
+        """After the client was closed: initialise it again on next use."""
+        self._ready = False
+
+
+class RedisStorage(BaseStorage[V]):
+    """Storage on Redis, Valkey or Redis Cluster.
+
+    ``client`` is a URL (``redis://``, ``rediss://`` for TLS, ``valkey://``, ``redis+cluster://``,
+    ``rediss+cluster://``) or an existing ``redis.asyncio.Redis``/``RedisCluster``, which the storage
+    uses but never closes. ``prefix`` namespaces the entries (``clear`` and ``keys`` never look
+    outside it); lock keys live under ``lock_prefix``, outside the entries. ``timeout`` bounds
+    every round trip and connection attempt, in seconds.
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        client: str | Redis | RedisCluster = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "botstate:",
+        lock_prefix: str = "botstate-lock:",
+        default_ttl: TTL | None = None,
+        codec: Codec[V] | None = None,
+        sweep_interval: float | None = None,
+        timeout: float | None = 5.0,
+        scan_count: int = 1000,
+    ) -> None:
+        super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
+        if not isinstance(prefix, str) or not isinstance(lock_prefix, str) or not lock_prefix:
+            raise ConfigError("prefix must be a str and lock_prefix a non-empty str")
+        if timeout is not None and not timeout > 0:
+            raise ConfigError("timeout must be positive seconds or None")
+        if not (isinstance(scan_count, int) and scan_count > 0):
+            raise ConfigError("scan_count must be a positive int")
+        self.prefix = prefix
+        self.lock_prefix = lock_prefix
+        self.timeout = timeout
+        self.scan_count = scan_count
+        self._owns_client = isinstance(client, str)
+        if isinstance(client, str):
+            client = self._client_from_url(client, timeout)
+        elif not isinstance(client, (Redis, RedisCluster)):
+            raise ConfigError(f"expected a URL or a redis.asyncio client, not {type(client).__name__}")
+        self.client: Redis | RedisCluster = client
+        self._cluster: _ClusterCalls | None = None
+        self._lane: Lane | None = None
+        self._call: Callable[..., Awaitable[Any]]
+        if isinstance(client, RedisCluster):
+            self._cluster = _ClusterCalls(client)
+            self._call = self._cluster.call
+        else:
+            self._lane = Lane(self._make_connection, timeout)
+            self._call = self._lane.call
+        # With an empty prefix, lock keys fall inside the entries' namespace: iteration skips them.
+        self._hide_locks = lock_prefix.startswith(prefix)
+        self._prefix_match = escape(prefix)
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _client_from_url(url: str, timeout: float | None) -> Redis | RedisCluster:
+        parts = urlsplit(url)
+        scheme, cluster = _SCHEMES.get(parts.scheme.lower(), (None, False))
+        if scheme is None:
+            raise ConfigError(f"not a Redis URL: {url!r} (schemes: {', '.join(sorted(_SCHEMES))})")
+        client_url = urlunsplit((scheme, *parts[1:]))
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        try:
+            if cluster:
+                return RedisCluster.from_url(client_url, **options)
+            return Redis.from_url(client_url, **options)
+        except (ValueError, TypeError, RedisError, RedisClusterException) as exc:
+            raise ConfigError(f"bad Redis URL {url!r}: {exc}") from exc
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build from a Redis URL. Query options botstate knows (``prefix``, ``default_ttl``,
+        ``timeout``...) configure the storage; the others are redis-py's (``ssl_cert_reqs``...).
+        """
+        parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        ours = urlencode([(k, v) for k, v in pairs if k in _URL_OPTIONS])
+        theirs = urlencode([(k, v) for k, v in pairs if k not in _URL_OPTIONS])
+        return cls(urlunsplit((*parts[:3], theirs, "")), **cls._url_options(f"redis://?{ours}", options))
+
+    def _make_connection(self) -> AbstractConnection:
+        """The lane's own connection, configured like the client's pool.
+
+        Replies are never decoded (values are codec bytes, whatever the client's
+        ``decode_responses``), failures are not retried by redis-py (the lane bounds and reports
+        them itself) and the lane's ``timeout`` covers the whole round trip.
+        """
+        pool = cast(Redis, self.client).connection_pool
+        kwargs = {
+            **pool.connection_kwargs,
+            "decode_responses": False,
+            "socket_timeout": None,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self.timeout is not None:
+            kwargs["socket_connect_timeout"] = self.timeout
+        return pool.connection_class(**kwargs)
+
+    async def _open(self) -> None:
+        try:
+            if self._cluster is not None:
+                await self._cluster.ready()
+            else:
+                await self._call("PING")
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc) from exc
+
+    async def _close(self) -> None:
+        if self._lane is not None:
+            await self._lane.close()
+        if self._owns_client:
+            await self.client.aclose()
+            if self._cluster is not None:
+                self._cluster.ready_again()
+
+    # -- errors ------------------------------------------------------------------------------------
+
+    def _wrap(self, exc: BaseException, key: str | None = None) -> StorageError:
+        """botstate's exception for a client exception (kept as ``__cause__`` by the caller)."""
+        if isinstance(exc, _UNAVAILABLE):
+            return self._unavailable(exc, key)
+        message = str(exc)
+        if "WRONGTYPE" in message or "not an integer" in message:
+            return WrongTypeError(message, key=key, backend=self.backend)
+        return self._error(f"{type(exc).__name__}: {message}", key)
+
+    async def _script(self, script: scripts.Script, keys: list[str], *args: Any) -> Any:
+        try:
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._call("EVAL", script.source, len(keys), *keys, *args)
+
+    # -- Storage ----------------------------------------------------------------------------------
+
+    async def _get(self, key: str, default: Any = None) -> Any:
+        if type(key) is not str or not key:
+            bad_key(key)
+        try:
+            data = await self._call("GET", self.prefix + key)
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, key) from exc
+        if data is None:
+            return default
+        try:
+            return self._decode(data)
+        except Exception as exc:
+            raise self._corrupt(key, exc) from exc
+
+    if not TYPE_CHECKING:
+        get = _get
+
+    async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
+        data = self._encode_value(key, value)
+        try:
+            if ttl_ms is None:
+                await self._call("SET", self.prefix + key, data)
+            else:
+                await self._call("SET", self.prefix + key, data, "PX", ttl_ms)
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, key) from exc
+
+    async def delete(self, key: str) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        try:
+            return bool(await self._call("DEL", self.prefix + key))
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, key) from exc
+
+    async def has(self, key: str) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        try:
+            return bool(await self._call("EXISTS", self.prefix + key))
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, key) from exc
+
+    async def get_many(self, keys: Iterable[str]) -> list[V | None]:
+        keys = list(keys)
+        for key in keys:
+            if type(key) is not str or not key:
+                bad_key(key)
+        if not keys:
+            return []
+        try:
+            raw = await self._mget([self.prefix + key for key in keys])
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, keys[0] if len(keys) == 1 else None) from exc
+        return [
+            None if data is None else self._decode_value(key, data)
+            for key, data in zip(keys, raw, strict=True)
+        ]
+
+    async def _mget(self, full_keys: Sequence[bytes | str]) -> list[bytes | None]:
+        """Stored bytes of full keys: one ``MGET``, or one per hash slot on a cluster."""
+        if self._cluster is None:
+            return cast(list[bytes | None], await self._call("MGET", *full_keys))
+        slots = self._by_slot(full_keys)
+        replies = await asyncio.gather(*(self._call("MGET", *group) for group in slots.values()))
+        found: dict[bytes | str, bytes | None] = {}
+        for group, values in zip(slots.values(), replies, strict=True):
+            found.update(zip(group, values, strict=True))
+        return [found[key] for key in full_keys]
+
+    def _by_slot(self, full_keys: Iterable[K]) -> dict[int, list[K]]:
+        client = cast(RedisCluster, self.client)
+        slots: dict[int, list[K]] = {}
+        for key in full_keys:
+            slots.setdefault(client.keyslot(key), []).append(key)
+        return slots
+
+    async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
+        """Write every pair at once: one atomic command (one per hash slot on a cluster)."""
+        ttl_ms = self._ttl(ttl)
+        encoded: dict[str, bytes] = {}
+        for key, value in mapping.items():
+            if type(key) is not str or not key:
+                bad_key(key)
+            encoded[self.prefix + key] = self._encode_value(key, value)
+        if not encoded:
+            return
+        try:
+            if self._cluster is None:
+                await self._write_many(encoded, ttl_ms)
+            else:
+                slots = self._by_slot(encoded)
+                await asyncio.gather(
+                    *(self._write_many({k: encoded[k] for k in group}, ttl_ms) for group in slots.values())
+                )
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, next(iter(mapping)) if len(mapping) == 1 else None) from exc
+
+    async def _write_many(self, encoded: dict[str, bytes], ttl_ms: int | None) -> None:
+        if ttl_ms is None:
+            await self._call("MSET", *[part for pair in encoded.items() for part in pair])
+        else:
+            await self._script(scripts.SET_MANY, list(encoded), ttl_ms, *encoded.values())
+
+    async def health(self) -> bool:
+        """True when the server answers a PING within the timeout; never raises."""
+        try:
+            await self._call("PING")
+        except _CLIENT_ERRORS:
+            return False
+        return True
+
+    # -- TtlStorage ----------------------------------------------------------------------------
+
+    async def touch(self, key: str, ttl: TTL | None = None) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+        try:
+            if ttl_ms is None:
+                return bool(await self._script(scripts.TOUCH_PERSIST, [self.prefix + key]))
+            return bool(await self._call("PEXPIRE", self.prefix + key, ttl_ms))
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, key) from exc
+
+    async def sweep(self) -> int:
+        """Nothing to do: Redis removes expired keys itself."""
+        return 0
+
+    # -- IterableStorage ----------------------------------------------------------------------
+
+    async def _scan(self, pattern: str) -> AsyncIterator[list[tuple[str, bytes | str]]]:
+        """Pages of ``(key, full key)`` under this prefix matching ``pattern``, every page of
+        every primary. A key is re-checked here since the server only narrows the search."""
+        if is_literal(pattern):
+            key = literal_prefix(pattern)
+            if key and await self.has(key):
+                yield [(key, self.prefix + key)]
+            return
+        match = self._prefix_match + _server_match(pattern)
+        check = None if pattern == "*" else compile_glob(pattern).fullmatch
+        start = len(self.prefix)
+        try:
+            async for page in self._scan_pages(match):
+                out = []
+                for full in page:
+                    text = _text(full)
+                    if text is None or (self._hide_locks and text.startswith(self.lock_prefix)):
+                        continue
+                    key = text[start:]
+                    if key and (check is None or check(key)):
+                        out.append((key, full))
+                if out:
+                    yield out
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc) from exc
+
+    async def _scan_pages(self, match: str) -> AsyncIterator[list[bytes | str]]:
+        count = self.scan_count
+        if self._cluster is None:
+            cursor: Any = b"0"
+            while True:
+                cursor, page = await self._call("SCAN", cursor, "MATCH", match, "COUNT", count)
+                yield page
+                if cursor in (b"0", 0):
+                    return
+        client = cast(RedisCluster, self.client)
+        await self._cluster.ready()
+        for node in client.get_primaries():
+            node_cursor = 0
+            while True:
+                cursors, page = await client.execute_command(
+                    "SCAN", node_cursor, "MATCH", match, "COUNT", count, target_nodes=node
+                )
+                yield page
+                node_cursor = cursors[node.name]
+                if not node_cursor:
+                    break
+
+    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        async for page in self._scan(pattern):
+            for key, _ in page:
+                yield key
+
+    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
+        async for page in self._scan(pattern):
+            try:
+                values = await self._mget([full for _, full in page])
+            except _CLIENT_ERRORS as exc:
+                raise self._wrap(exc) from exc
+            for (key, _), data in zip(page, values, strict=True):
+                if data is not None:  # deleted or expired since the scan saw it
+                    yield key, self._decode_value(key, data)
+
+    async def clear(self) -> int:
+        """Delete every entry under the prefix (``UNLINK`` per scanned page); returns the count."""
+        removed = 0
+        async for page in self._scan("*"):
+            fulls = [full for _, full in page]
+            try:
+                if self._cluster is None:
+                    removed += int(await self._call("UNLINK", *fulls))
+                else:
+                    removed += int(await cast(RedisCluster, self.client).unlink(*fulls))
+            except _CLIENT_ERRORS as exc:
+                raise self._wrap(exc) from exc
+        return removed
+
+    # -- AtomicStorage ----------------------------------------------------------------------------
+
+    async def compare_and_set(
+        self, key: str, value: V, *, expected: V | None, ttl: TTL | None = None
+    ) -> bool:
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+        data = self._encode_value(key, value)
+        full = self.prefix + key
+        try:
+            if expected is None:
+                px = () if ttl_ms is None else ("PX", ttl_ms)
+                return await self._call("SET", full, data, "NX", *px) is not None
+            want = self._encode_value(key, expected)
+            while True:
+                reply = await self._script(scripts.CAS, [full], want, data, "" if ttl_ms is None else ttl_ms)
+                if not isinstance(reply, (bytes, str)):
+                    return bool(reply)
+                stored = reply.encode() if isinstance(reply, str) else reply
+                # Different bytes may still hold an equal value (dict order): retry on those
+                # exact bytes, so the write stays conditional on nothing having changed since.
+                if not self._matches(key, stored, want):
+                    return False
+                want = stored
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, key) from exc
+
+    async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
+        if type(amount) is not int:
+            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        if type(key) is not str or not key:
+            bad_key(key)
+        ttl_ms = self._ttl(ttl)
+        try:
+            if ttl_ms is None:
+                return int(await self._call("INCRBY", self.prefix + key, amount))
+            total = await self._script(scripts.INCREMENT, [self.prefix + key], amount, ttl_ms)
+        except _CLIENT_ERRORS as exc:
+            raise self._wrap(exc, key) from exc
+        return parse_counter(self, key, total.encode() if isinstance(total, str) else total)
+
+    # -- LockingStorage ---------------------------------------------------------------------------
+
+    def lock(
+        self, key: str, *, lease: float = 30.0, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[RedisLock]:
+        """A lease lock shared by every process using this Redis (see :class:`RedisLock`)."""
+        if type(key) is not str or not key:
+            bad_key(key)
+        lease_ms = ttl_to_ms(lease)
+        if lease_ms is None:
+            raise ValueError("lease must be positive seconds")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0 seconds or None")
+        return self._hold(key, lease_ms, timeout)
+
+    def _lock_keys(self, key: str) -> list[str]:
+        # One hash tag for both keys (same cluster slot); "@" keeps the tag non-empty, since an
+        # empty tag ("{}") would make Redis hash each whole key on its own.
+        lock = f"{self.lock_prefix}{{@{self.prefix}{key}}}"
+        return [lock, lock + ":token"]
+
+    @asynccontextmanager
+    async def _hold(self, key: str, lease_ms: int, timeout: float | None) -> AsyncIterator[RedisLock]:
+        keys = self._lock_keys(key)
+        owner = os.urandom(16).hex()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = 0.002
+        while True:
+            try:
+                token = await self._script(
+                    scripts.LOCK_ACQUIRE, keys, owner, lease_ms, lease_ms + _TOKEN_KEEP_MS
+                )
+            except _CLIENT_ERRORS as exc:
+                raise self._wrap(exc, key) from exc
+            if token:
+                break
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise LockError(f"lock not acquired within {timeout}s", key=key, backend=self.backend)
+            pause = delay * random.uniform(0.5, 1.0)  # jitter: waiters do not poll in lockstep
+            await asyncio.sleep(pause if deadline is None else min(pause, max(deadline - now, 0.0)))
+            delay = min(delay * 2, 0.1)
+        held = RedisLock(self, key, keys[0], owner, int(token), lease_ms)
+        try:
+            yield held
+        except BaseException:
+            await held._release(quiet=True)
+            raise
+        await held._release()
+
+
+class RedisLock:
+    """A held Redis lock: ``token`` is the fencing token, ``extend`` renews the lease."""
+
+    __slots__ = ("_key", "_lease_ms", "_lock_key", "_owner", "_storage", "_token")
+
+    def __init__(
+        self, storage: RedisStorage[Any], key: str, lock_key: str, owner: str, token: int, lease_ms: int
+    ) -> None:
+        self._storage = storage
+        self._key = key
+        self._lock_key = lock_key
+        self._owner = owner
+        self._token = token
+        self._lease_ms = lease_ms
+
+    @property
+    def token(self) -> int:
+        return self._token
+
+    async def extend(self, lease: float | None = None) -> None:
+        """Renew the lease (by ``lease`` seconds, else the original lease); LockError if lost."""
+        lease_ms = self._lease_ms if lease is None else ttl_to_ms(lease)
+        storage = self._storage
+        try:
+            renewed = await storage._script(scripts.LOCK_EXTEND, [self._lock_key], self._owner, lease_ms)
+        except _CLIENT_ERRORS as exc:
+            raise storage._wrap(exc, self._key) from exc
+        if not renewed:
+            raise LockError("lock lost: its lease ran out", key=self._key, backend=storage.backend)
+
+    async def _release(self, quiet: bool = False) -> None:
+        """Free the lock if still ours.
+
+        After a clean exit a lost lock raises LockError (the body ran unprotected for a while)
+        and an unreachable server StorageUnavailable. When the body raised, its exception is the
+        one that matters: failures here are logged and the lease frees the lock.
+        """
+        storage = self._storage
+        try:
+            released = await storage._script(scripts.LOCK_RELEASE, [self._lock_key], self._owner)
+        except _CLIENT_ERRORS as exc:
+            if quiet:
+                log.warning("botstate: could not release the lock on %r: %s", self._key, exc)
+                return
+            raise storage._wrap(exc, self._key) from exc
+        if not released and not quiet:
+            raise LockError(
+                "lock lost before release: its lease ran out", key=self._key, backend=storage.backend
+            )

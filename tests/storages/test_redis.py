@@ -1,0 +1,227 @@
+"""RedisStorage against the shared test server: the conformance suite and Redis-specific promises."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from botstate import open_storage
+from botstate.errors import ConfigError, LockError, StorageUnavailable
+from botstate.testing import StorageConformance
+
+redis = pytest.importorskip("redis.asyncio")
+
+from botstate.storages.redis import RedisStorage  # noqa: E402
+
+
+class TestRedisStorage(StorageConformance):
+    persistent = True
+    native_expiry = True
+    distributed_locks = True
+
+    @pytest.fixture
+    def storage_factory(self, redis_url: str, unique: str) -> Callable[..., Any]:
+        return lambda **options: RedisStorage(redis_url, prefix=f"{unique}:", **options)
+
+    @pytest.fixture
+    def sibling_storage(self, redis_url: str, unique: str) -> Callable[..., Any]:
+        return lambda: RedisStorage(redis_url, prefix=f"{unique}-sibling:")
+
+
+class TestRedisStorageOnDecodingClient(StorageConformance):
+    """The same suite through a client that decodes replies to str, as many bots configure it."""
+
+    persistent = True
+    native_expiry = True
+    distributed_locks = True
+
+    @pytest_asyncio.fixture
+    async def client(self, redis_url: str) -> AsyncIterator[Any]:
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        yield client
+        await client.aclose()
+
+    @pytest.fixture
+    def storage_factory(self, client: Any, unique: str) -> Callable[..., Any]:
+        return lambda **options: RedisStorage(client, prefix=f"{unique}:", **options)
+
+    @pytest.fixture
+    def sibling_storage(self, client: Any, unique: str) -> Callable[..., Any]:
+        return lambda: RedisStorage(client, prefix=f"{unique}-sibling:")
+
+
+@pytest_asyncio.fixture
+async def raw(redis_url: str) -> AsyncIterator[Any]:
+    """A plain client, to look at what the storage wrote."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def storage(redis_url: str, unique: str) -> AsyncIterator[RedisStorage[Any]]:
+    async with RedisStorage(redis_url, prefix=f"{unique}:") as storage:
+        yield storage
+        await storage.clear()
+
+
+async def test_ttl_keeps_millisecond_precision(storage: RedisStorage[Any], raw: Any) -> None:
+    await storage.set("k", 1, ttl=1.5)
+    pttl = await raw.pttl(f"{storage.prefix}k")
+    assert 1400 < pttl <= 1500
+    await storage.touch("k", 2.25)
+    assert 2150 < await raw.pttl(f"{storage.prefix}k") <= 2250
+    await storage.set_many({"m": 1}, ttl=0.75)
+    assert 650 < await raw.pttl(f"{storage.prefix}m") <= 750
+
+
+async def test_values_are_plain_strings_under_the_prefix(storage: RedisStorage[Any], raw: Any) -> None:
+    await storage.set("user:1", {"name": "Ann"})
+    assert await raw.get(f"{storage.prefix}user:1") == b'{"name":"Ann"}'
+    assert await raw.pttl(f"{storage.prefix}user:1") == -1
+
+
+async def test_glob_characters_in_the_prefix_do_not_widen_it(redis_url: str, unique: str) -> None:
+    async with (
+        RedisStorage(redis_url, prefix=f"{unique}a*[b]:") as tricky,
+        RedisStorage(redis_url, prefix=f"{unique}aX[b]:") as other,
+        RedisStorage(redis_url, prefix=f"{unique}ab:") as third,
+    ):
+        await tricky.set("k", 1)
+        await other.set("k", 2)
+        await third.set("k", 3)
+        assert [key async for key in tricky.keys()] == ["k"]
+        assert [entry async for entry in tricky.entries("*")] == [("k", 1)]
+        assert await tricky.clear() == 1
+        assert await other.get("k") == 2
+        assert await third.get("k") == 3
+        await other.clear()
+        await third.clear()
+
+
+async def test_keys_that_look_like_lock_keys_are_entries(storage: RedisStorage[Any]) -> None:
+    lock_key, token_key = storage._lock_keys("chat:1")
+    async with storage.lock("chat:1", lease=5):
+        await storage.set(lock_key, "entry")
+        await storage.set(token_key, "entry")
+        assert sorted([key async for key in storage.keys()]) == sorted([lock_key, token_key])
+        assert await storage.get(lock_key) == "entry"
+    assert await storage.clear() == 2
+
+
+async def test_an_empty_prefix_hides_lock_keys(redis_url: str, raw: Any) -> None:
+    # Database 0 is shared with other tests: only look at our own lock, not at the keyspace.
+    async with RedisStorage(redis_url, prefix="", lock_prefix="botstate-test-lock:") as storage:
+        async with storage.lock("only-lock", lease=5):
+            keys = [key async for key in storage.keys("botstate-test-lock:*")]
+            assert keys == []
+            assert await raw.exists("botstate-test-lock:{@only-lock}") == 1
+
+
+async def test_an_existing_client_is_not_closed_by_stop(redis_url: str, unique: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        storage = RedisStorage(client, prefix=f"{unique}:")
+        async with storage:
+            await storage.set("k", 1)
+        assert await client.get(f"{unique}:k") == b"1"
+        await client.delete(f"{unique}:k")
+    finally:
+        await client.aclose()
+
+
+async def test_open_storage_urls(redis_url: str, unique: str) -> None:
+    url = redis_url.replace("redis://", "valkey://") + f"?prefix={unique}:&default_ttl=60&timeout=2"
+    storage = open_storage(url)
+    assert isinstance(storage, RedisStorage)
+    assert (storage.prefix, storage.default_ttl_ms, storage.timeout) == (f"{unique}:", 60_000, 2)
+    async with storage:
+        await storage.set("k", 1)
+        assert await storage.get("k") == 1
+        assert await storage.clear() == 1
+    with pytest.raises(ConfigError):
+        RedisStorage("http://localhost")
+
+
+async def test_cas_honours_equal_values_stored_in_another_order(storage: RedisStorage[Any], raw: Any) -> None:
+    await raw.set(f"{storage.prefix}doc", b'{"b":2,"a":1}')
+    assert await storage.compare_and_set("doc", {"new": True}, expected={"a": 1, "b": 2}) is True
+    assert await storage.get("doc") == {"new": True}
+
+
+async def test_counters_are_decimal_text(storage: RedisStorage[Any], raw: Any) -> None:
+    await storage.set("n", 2**62)
+    assert await storage.increment("n", 5, ttl=10) == 2**62 + 5  # beyond a double's precision
+    assert await raw.get(f"{storage.prefix}n") == str(2**62 + 5).encode()
+    assert await raw.pttl(f"{storage.prefix}n") == -1  # the ttl applies only on creation
+
+
+async def test_lock_extend_and_loss(storage: RedisStorage[Any]) -> None:
+    async with storage.lock("job", lease=0.2) as held:
+        await held.extend(5)
+        await asyncio.sleep(0.3)
+        with pytest.raises(LockError):
+            async with storage.lock("job", lease=5, timeout=0):
+                pass
+    with pytest.raises(LockError):
+        async with storage.lock("job", lease=0.1) as held:
+            await asyncio.sleep(0.25)
+            await held.extend()
+
+
+async def test_lock_raises_when_lost_before_release(storage: RedisStorage[Any]) -> None:
+    with pytest.raises(LockError):
+        async with storage.lock("job", lease=0.1):
+            await asyncio.sleep(0.25)
+
+
+async def test_tokens_grow_across_a_lost_token_counter(storage: RedisStorage[Any], raw: Any) -> None:
+    async with storage.lock("job") as first:
+        pass
+    await raw.delete(storage._lock_keys("job")[1])
+    async with storage.lock("job") as second:
+        assert second.token > first.token
+
+
+async def test_coalesced_commands_keep_per_caller_order_and_errors(storage: RedisStorage[Any]) -> None:
+    await storage.set("text", "x")
+
+    async def writer(i: int) -> int:
+        await storage.set(f"k{i}", i)
+        return int(await storage.get(f"k{i}"))
+
+    async def bad() -> None:
+        await storage.increment("text")
+
+    results = await asyncio.gather(*(writer(i) for i in range(50)), bad(), return_exceptions=True)
+    assert results[:50] == list(range(50))
+    assert type(results[50]).__name__ == "WrongTypeError"
+    assert await storage.get_many([f"k{i}" for i in range(50)]) == list(range(50))
+
+
+async def test_a_cancelled_caller_does_not_break_the_others(storage: RedisStorage[Any]) -> None:
+    await storage.set_many({f"k{i}": i for i in range(20)})
+    tasks = [asyncio.ensure_future(storage.get(f"k{i}")) for i in range(20)]
+    await asyncio.sleep(0)
+    tasks[3].cancel()
+    tasks[10].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i in (3, 10):
+            assert isinstance(result, asyncio.CancelledError)
+        else:
+            assert result == i
+    assert await storage.get("k3") == 3
+
+
+async def test_unreachable_server_is_storage_unavailable(unused_tcp_port: int) -> None:
+    storage: RedisStorage[Any] = RedisStorage(f"redis://127.0.0.1:{unused_tcp_port}/0", timeout=1)
+    with pytest.raises(StorageUnavailable) as info:
+        await storage.get("k")
+    assert info.value.key == "k"
+    assert await storage.health() is False
+    await storage.stop()
