@@ -1,12 +1,26 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from botstate import SQLiteStorage
+from botstate import (
+    ConfigError,
+    CorruptValueError,
+    LockError,
+    SQLiteStorage,
+    StorageUnavailable,
+    WrongTypeError,
+    open_storage,
+)
+from botstate.storages._sqlite_schema import SCHEMA_VERSION
 from botstate.testing import StorageConformance
 
 
@@ -21,3 +35,379 @@ class TestSQLiteStorage(StorageConformance):
     @pytest.fixture
     def sibling_storage(self, tmp_path: Path) -> Callable[..., Any]:
         return lambda **options: SQLiteStorage(tmp_path / "state.db", table="other", **options)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+CHILD_PRELUDE = """
+import asyncio, sys
+from botstate import SQLiteStorage
+path = sys.argv[1]
+"""
+
+# Each worker: N increments of "hits", then N lock-protected read-modify-writes of "doc".
+WORKER = (
+    CHILD_PRELUDE
+    + """
+async def main(n):
+    async with SQLiteStorage(path) as storage:
+        for _ in range(n):
+            await storage.increment("hits")
+        for _ in range(n):
+            async with storage.lock("doc", lease=10, timeout=60):
+                value = await storage.get("doc", 0)
+                await asyncio.sleep(0.001)  # widen the race a lock must close
+                await storage.set("doc", value + 1)
+asyncio.run(main(int(sys.argv[2])))
+"""
+)
+
+# Writes forever, printing each key once its write was acknowledged.
+WRITER = (
+    CHILD_PRELUDE
+    + """
+async def main():
+    async with SQLiteStorage(path) as storage:
+        i = 0
+        while True:
+            async def one(j):
+                await storage.set(f"k{j}", {"n": j, "pad": "x" * 200})
+                print(f"k{j}", flush=True)
+            await asyncio.gather(*(one(i + j) for j in range(10)))
+            i += 10
+asyncio.run(main())
+"""
+)
+
+# Takes a lock, reports its token, then hangs until killed.
+HOLDER = (
+    CHILD_PRELUDE
+    + """
+async def main():
+    storage = SQLiteStorage(path)
+    await storage.start()
+    context = storage.lock("job", lease=float(sys.argv[2]))  # referenced: never exited
+    held = await context.__aenter__()
+    print(held.token, flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+)
+
+
+async def spawn(script: str, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, *args, stdout=asyncio.subprocess.PIPE
+    )
+
+
+async def read_line(process: asyncio.subprocess.Process) -> str:
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+    assert line, "child process exited early"
+    return line.decode().strip()
+
+
+async def kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        os.kill(process.pid, signal.SIGKILL)
+    await asyncio.wait_for(process.wait(), timeout=10)
+
+
+# -- configuration and schema --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        'x"; DROP TABLE botstate; --',
+        "x; DROP TABLE botstate",
+        "a b",
+        "",
+        "1abc",
+        "x$expires",
+        "ключ",
+        "t" * 64,
+        "sqlite_master",
+        "botstate_locks",
+        "BOTSTATE_TABLES",
+        None,
+    ],
+)
+def test_unsafe_or_reserved_table_names_are_refused(tmp_path: Path, table: Any) -> None:
+    with pytest.raises(ConfigError):
+        SQLiteStorage(tmp_path / "db", table=table)
+
+
+def test_bad_options_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        SQLiteStorage(tmp_path / "db", busy_timeout=-1)
+    with pytest.raises(ConfigError):
+        SQLiteStorage(tmp_path / "db", synchronous="off")
+
+
+async def test_schema_version_is_recorded_and_wal_is_on(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStorage(path, table="chats") as storage:
+        await storage.set("k", 1)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        versions = conn.execute("SELECT name, version FROM botstate_tables").fetchall()
+        assert versions == [("chats", SCHEMA_VERSION)]
+        index = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'chats'")
+        assert ("chats$expires",) in index.fetchall()
+    finally:
+        conn.close()
+
+
+async def test_a_table_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStorage(path) as storage:
+        await storage.set("k", 1)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE botstate_tables SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigError, match="newer"):
+        await SQLiteStorage(path).start()
+
+
+async def test_a_foreign_table_of_the_same_name_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("CREATE TABLE botstate_tables (name TEXT PRIMARY KEY, version INTEGER, lock_seq INTEGER)")
+    conn.execute("INSERT INTO botstate_tables VALUES ('users', 1, 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigError, match="not a botstate table"):
+        await SQLiteStorage(path, table="users").start()
+
+
+async def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "no" / "such" / "dir" / "state.db")
+    with pytest.raises(ConfigError, match="directory does not exist"):
+        await storage.start()
+    with pytest.raises(ConfigError):
+        await storage.get("k")  # lazily opened operations report the same
+
+
+async def test_a_file_that_is_not_a_database_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not an SQLite database, just some bytes " * 100)
+    with pytest.raises(StorageUnavailable) as info:
+        await SQLiteStorage(path).start()
+    assert info.value.backend == "sqlite"
+
+
+async def test_corrupt_bytes_in_the_table_raise_and_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStorage(path) as storage:
+        await storage.set("bad", "fine")
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE botstate SET value = ? WHERE key = 'bad'", (b"\xff{not json",))
+        conn.commit()
+        conn.close()
+        with pytest.raises(CorruptValueError) as info:
+            await storage.get("bad")
+        assert info.value.key == "bad"
+        assert info.value.backend == "sqlite"
+        assert await storage.has("bad")
+        assert await storage.delete("bad") is True
+
+
+def test_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = SQLiteStorage.from_url("sqlite:///state.db?table=chats&busy_timeout=1")
+    assert (relative.path, relative.table, relative.busy_timeout) == ("state.db", "chats", 1.0)
+    absolute = open_storage(f"sqlite:///{tmp_path}/abs.db", default_ttl=60)
+    assert isinstance(absolute, SQLiteStorage)
+    assert absolute.path == f"{tmp_path}/abs.db"
+    assert absolute.default_ttl_ms == 60_000
+    assert SQLiteStorage.from_url("sqlite://:memory:").path == ":memory:"
+    with pytest.raises(ConfigError):
+        SQLiteStorage.from_url("sqlite:///state.db?tabel=typo")
+    with pytest.raises(ConfigError):
+        SQLiteStorage.from_url("sqlite:///state.db?table=a%22b")
+
+
+async def test_in_memory_database(tmp_path: Path) -> None:
+    async with SQLiteStorage.from_url("sqlite://:memory:") as storage:
+        assert await storage.increment("n") == 1
+        async with storage.lock("n", timeout=1) as held:
+            assert held.token == 1
+
+
+async def test_operations_open_the_file_without_start(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "db")
+    try:
+        results = await asyncio.gather(storage.set("a", 1), storage.get("a"), storage.increment("n"))
+        assert results[2] == 1
+        assert await storage.get("a") == 1
+    finally:
+        await storage.stop()
+
+
+# -- group commit ------------------------------------------------------------------------------------
+
+
+async def test_a_failing_write_fails_only_its_own_caller(tmp_path: Path) -> None:
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        await storage.set("text", "not a number")
+        results = await asyncio.gather(
+            *(storage.set(f"k{i}", i) for i in range(20)),
+            storage.increment("text"),
+            storage.compare_and_set("text", "new", expected="not a number"),
+            *(storage.increment("n") for _ in range(20)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[20], WrongTypeError)
+        assert results[21] is True
+        assert [r for i, r in enumerate(results) if i not in (20, 21) and isinstance(r, BaseException)] == []
+        assert await storage.get_many([f"k{i}" for i in range(20)]) == list(range(20))
+        assert await storage.get("n") == 20
+        assert await storage.get("text") == "new"
+
+
+async def test_sweep_and_clear_span_many_pages(tmp_path: Path) -> None:
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        await storage.set_many({f"e{i}": i for i in range(1100)}, ttl=0.05)
+        await storage.set_many({f"live{i}": i for i in range(1100)})
+        await asyncio.sleep(0.1)
+        assert await storage.sweep() == 1100
+        assert await storage.clear() == 1100
+        assert await storage.clear() == 0
+
+
+async def test_keys_with_nul_and_prefixes_are_scanned_exactly(tmp_path: Path) -> None:
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        keys = ["a\x00b", "a\x00", "a", "a\x01", "b", "a\U0010ffff", "a\U0010ffff\x00"]
+        await storage.set_many({key: i for i, key in enumerate(keys)})
+        assert sorted([key async for key in storage.keys("a\x00*")]) == ["a\x00", "a\x00b"]
+        assert sorted([key async for key in storage.keys("a\U0010ffff*")]) == [
+            "a\U0010ffff",
+            "a\U0010ffff\x00",
+        ]
+        assert sorted([key async for key in storage.keys("a*")]) == sorted(k for k in keys if k != "b")
+        assert await storage.get("a\x00b") == 0
+
+
+# -- sharing one file ------------------------------------------------------------------------------
+
+
+async def test_two_connections_share_writes_and_counters(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStorage(path) as first, SQLiteStorage(path) as second:
+        await first.set("greeting", {"text": "hi"})
+        assert await second.get("greeting") == {"text": "hi"}
+        assert await second.delete("greeting") is True
+        assert await first.has("greeting") is False
+        results = await asyncio.gather(*(s.increment("hits") for _ in range(50) for s in (first, second)))
+        assert sorted(results) == list(range(1, 101))
+        assert await first.get("hits") == await second.get("hits") == 100
+
+
+async def test_lock_extend_renews_and_fails_once_lost(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with (
+        SQLiteStorage(path) as first,
+        SQLiteStorage(path) as second,
+        first.lock("job", lease=1.0) as held,
+    ):
+        await asyncio.sleep(0.5)
+        await held.extend()
+        await asyncio.sleep(0.7)  # past the first lease, within the extended one
+        with pytest.raises(LockError):
+            async with second.lock("job", lease=5, timeout=0.05):
+                pass
+        await asyncio.sleep(0.5)  # the lease runs out; another holder takes over
+        async with second.lock("job", lease=5, timeout=1) as other:
+            assert other.token > held.token
+            with pytest.raises(LockError) as info:
+                await held.extend()
+            assert info.value.key == "job"
+
+
+async def test_busy_file_does_not_block_the_loop_and_ends_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStorage(path, busy_timeout=0.3) as storage:
+        await storage.set("k", "before")
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(ticker())
+        try:
+            with pytest.raises(StorageUnavailable) as info:
+                await storage.set("k", "during")
+            assert info.value.key == "k"
+            assert "locked" in str(info.value)
+            assert ticks >= 10  # the loop kept running while the write retried
+            assert await storage.get("k") == "before"  # WAL: reads are not blocked
+        finally:
+            task.cancel()
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await storage.set("k", "after")
+        assert await storage.get("k") == "after"
+
+
+# -- several processes ---------------------------------------------------------------------------
+
+
+async def test_processes_share_counters_and_locks_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStorage(path) as storage:
+        workers = [await spawn(WORKER, str(path), "40") for _ in range(4)]
+        try:
+            codes = await asyncio.wait_for(asyncio.gather(*(w.wait() for w in workers)), timeout=90)
+        finally:
+            for worker in workers:
+                await kill(worker)
+        assert codes == [0, 0, 0, 0]
+        assert await storage.get("hits") == 160
+        assert await storage.get("doc") == 160
+
+
+async def test_kill_9_mid_write_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    writer = await spawn(WRITER, str(path))
+    acknowledged = []
+    try:
+        while len(acknowledged) < 300:
+            acknowledged.append(await read_line(writer))
+    finally:
+        await kill(writer)
+    assert writer.stdout is not None
+    acknowledged += (await writer.stdout.read()).decode().split()  # acked just before the kill
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
+    async with SQLiteStorage(path) as storage:
+        values = await storage.get_many(acknowledged)
+        assert [v["n"] if v else None for v in values] == [int(key[1:]) for key in acknowledged]
+
+
+async def test_lock_of_a_killed_process_frees_within_its_lease(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    holder = await spawn(HOLDER, str(path), "2.0")
+    try:
+        child_token = int(await read_line(holder))
+        async with SQLiteStorage(path) as storage:
+            with pytest.raises(LockError):
+                async with storage.lock("job", timeout=0.1):
+                    pass
+            await kill(holder)
+            async with storage.lock("job", lease=5, timeout=5) as held:
+                assert held.token > child_token
+    finally:
+        await kill(holder)
