@@ -54,6 +54,10 @@ class TestRedisStorageOnDecodingClient(StorageConformance):
         return lambda: RedisStorage(client, prefix=f"{unique}-sibling:")
 
 
+async def collect(iterator: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in iterator]
+
+
 @pytest_asyncio.fixture
 async def raw(redis_url: str) -> AsyncIterator[Any]:
     """A plain client, to look at what the storage wrote."""
@@ -94,8 +98,8 @@ async def test_glob_characters_in_the_prefix_do_not_widen_it(redis_url: str, uni
         await tricky.set("k", 1)
         await other.set("k", 2)
         await third.set("k", 3)
-        assert [key async for key in tricky.keys()] == ["k"]
-        assert [entry async for entry in tricky.entries("*")] == [("k", 1)]
+        assert await collect(tricky.keys()) == ["k"]
+        assert await collect(tricky.entries("*")) == [("k", 1)]
         assert await tricky.clear() == 1
         assert await other.get("k") == 2
         assert await third.get("k") == 3
@@ -108,18 +112,17 @@ async def test_keys_that_look_like_lock_keys_are_entries(storage: RedisStorage[A
     async with storage.lock("chat:1", lease=5):
         await storage.set(lock_key, "entry")
         await storage.set(token_key, "entry")
-        assert sorted([key async for key in storage.keys()]) == sorted([lock_key, token_key])
+        assert sorted(await collect(storage.keys())) == sorted([lock_key, token_key])
         assert await storage.get(lock_key) == "entry"
     assert await storage.clear() == 2
 
 
 async def test_an_empty_prefix_hides_lock_keys(redis_url: str, raw: Any) -> None:
     # Database 0 is shared with other tests: only look at our own lock, not at the keyspace.
-    async with RedisStorage(redis_url, prefix="", lock_prefix="botstate-test-lock:") as storage:
-        async with storage.lock("only-lock", lease=5):
-            keys = [key async for key in storage.keys("botstate-test-lock:*")]
-            assert keys == []
-            assert await raw.exists("botstate-test-lock:{@only-lock}") == 1
+    storage: RedisStorage[Any] = RedisStorage(redis_url, prefix="", lock_prefix="botstate-test-lock:")
+    async with storage, storage.lock("only-lock", lease=5):
+        assert await collect(storage.keys("botstate-test-lock:*")) == []
+        assert await raw.exists("botstate-test-lock:{@only-lock}") == 1
 
 
 async def test_an_existing_client_is_not_closed_by_stop(redis_url: str, unique: str) -> None:
@@ -167,16 +170,23 @@ async def test_lock_extend_and_loss(storage: RedisStorage[Any]) -> None:
         with pytest.raises(LockError):
             async with storage.lock("job", lease=5, timeout=0):
                 pass
-    with pytest.raises(LockError):
+
+    async def outlive_the_lease() -> None:
         async with storage.lock("job", lease=0.1) as held:
             await asyncio.sleep(0.25)
             await held.extend()
 
+    with pytest.raises(LockError, match="lock lost: its lease ran out"):
+        await outlive_the_lease()
+
 
 async def test_lock_raises_when_lost_before_release(storage: RedisStorage[Any]) -> None:
-    with pytest.raises(LockError):
+    async def outlive_the_lease() -> None:
         async with storage.lock("job", lease=0.1):
             await asyncio.sleep(0.25)
+
+    with pytest.raises(LockError, match="lock lost before release"):
+        await outlive_the_lease()
 
 
 async def test_tokens_grow_across_a_lost_token_counter(storage: RedisStorage[Any], raw: Any) -> None:
