@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,3 +127,22 @@ async def test_capabilities_mirror_the_wrapped_storage() -> None:
 def test_prefix_must_be_a_non_empty_str(prefix: Any) -> None:
     with pytest.raises(ValueError):
         namespace(MemoryStorage(), prefix)
+
+
+class TestNamespaceOverSQLite(StorageConformance):
+    """Views over one SQLite file: what lets sessions, FSM and rate limits share it."""
+
+    persistent = True
+    distributed_locks = True
+
+    @pytest.fixture
+    def storage_factory(self, tmp_path: Path) -> Callable[..., Any]:
+        from botstate.storages.sqlite import SQLiteStorage
+
+        return lambda **options: namespace(SQLiteStorage(tmp_path / "state.db", **options), "ns:")
+
+    @pytest.fixture
+    def sibling_storage(self, tmp_path: Path) -> Callable[..., Any]:
+        from botstate.storages.sqlite import SQLiteStorage
+
+        return lambda: namespace(SQLiteStorage(tmp_path / "state.db"), "other:")

@@ -1,0 +1,114 @@
+"""Fixed-window rate limits on any storage with atomic ``increment``.
+
+Each window is one counter, ``f"{key}:{window number}"``, created by ``increment`` with a TTL that
+ends with the window: the count is exact across processes sharing the storage (one atomic
+increment per hit, no read-then-write), and finished windows free their memory through the
+backend's own expiry. Windows are aligned to the wall clock (``period`` multiples since the
+epoch), so every process agrees on where a window starts and ``reset_after`` needs no extra read.
+
+A denied hit is given back (its cost is subtracted again): a rejected ``cost=10`` request does not
+eat the budget of cheaper ones, and ``remaining`` stays what a caller can still spend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import timedelta
+from typing import Any
+
+from ._ttl import TTL, ttl_to_ms
+from .contract import AtomicStorage, Storage, is_atomic_storage
+from .errors import WrongTypeError
+from .storages._base import bad_key
+from .wrappers._base import backend_name
+
+__all__ = ["RateLimitResult", "RateLimiter"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """The outcome of a hit. True in a boolean context when the hit was allowed."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    """How much cost the caller may still spend in this window."""
+    reset_after: float
+    """Seconds until the window ends and the full ``limit`` is available again."""
+    resets_at: float
+    """Unix time (seconds) at which the window ends."""
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds to wait before retrying: 0 when allowed (e.g. for a ``Retry-After`` reply)."""
+        return 0.0 if self.allowed else self.reset_after
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+class RateLimiter:
+    """At most ``limit`` hits (or units of ``cost``) per key in each ``period``.
+
+    ``storage`` needs ``increment`` (every built-in backend has it); share it with other uses
+    through ``namespace(storage, "ratelimit:")``.
+    """
+
+    __slots__ = ("_period_ms", "_storage", "limit")
+
+    def __init__(self, storage: Storage[Any], *, limit: int, period: TTL) -> None:
+        if not is_atomic_storage(storage):
+            raise TypeError(f"RateLimiter needs a storage with atomic increment, not {storage!r}")
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        period_ms = ttl_to_ms(period)
+        if period_ms is None:
+            raise ValueError("period is required")
+        self._storage: AtomicStorage[Any] = storage
+        self.limit = limit
+        self._period_ms = period_ms
+
+    @property
+    def period(self) -> timedelta:
+        return timedelta(milliseconds=self._period_ms)
+
+    def _window(self, key: str) -> tuple[str, int, int]:
+        """``(counter key, ms left in the window, window end in unix ms)`` for now."""
+        if type(key) is not str or not key:
+            bad_key(key)
+        now = time.time_ns() // 1_000_000
+        number = now // self._period_ms
+        end = (number + 1) * self._period_ms
+        return f"{key}:{number}", end - now, end
+
+    def _result(self, allowed: bool, used: int, left_ms: int, end_ms: int) -> RateLimitResult:
+        return RateLimitResult(allowed, self.limit, max(0, self.limit - used), left_ms / 1000, end_ms / 1000)
+
+    async def hit(self, key: str, cost: int = 1) -> RateLimitResult:
+        """Count ``cost`` against ``key``'s current window; ``allowed`` says whether it fit."""
+        if type(cost) is not int or cost < 1:
+            raise ValueError(f"cost must be a positive int, got {cost!r}")
+        counter, left_ms, end_ms = self._window(key)
+        total = await self._storage.increment(counter, cost, ttl=left_ms / 1000)
+        if total <= self.limit:
+            return self._result(True, total, left_ms, end_ms)
+        await self._storage.increment(counter, -cost, ttl=left_ms / 1000)
+        return self._result(False, total - cost, left_ms, end_ms)
+
+    async def peek(self, key: str, cost: int = 1) -> RateLimitResult:
+        """Whether a hit of ``cost`` would be allowed now, without counting it."""
+        counter, left_ms, end_ms = self._window(key)
+        used = await self._storage.get(counter, 0)
+        if type(used) is not int:
+            raise WrongTypeError(
+                "rate-limit counter is not an int", key=counter, backend=backend_name(self._storage)
+            )
+        return self._result(used + cost <= self.limit, used, left_ms, end_ms)
+
+    async def reset(self, key: str) -> bool:
+        """Forget ``key``'s current window (e.g. after an admin lifts a limit)."""
+        return await self._storage.delete(self._window(key)[0])
+
+    def __repr__(self) -> str:
+        return f"RateLimiter({self._storage!r}, limit={self.limit}, period={self._period_ms / 1000}s)"

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from botstate import MemoryStorage
+from botstate.errors import CorruptValueError
+from botstate.fsm import StateContext
+from botstate.wrappers import namespace
+from wrappers.wrapper_backends import Minimal, any_storage
+
+__all__ = ["any_storage"]  # the fixture, imported for pytest
+
+
+async def test_state_and_data_round_trip(any_storage: Any) -> None:
+    ctx = StateContext(any_storage, "chat:1")
+    assert await ctx.get_state() is None
+    assert await ctx.get_data() == {}
+    await ctx.set_state("form:name")
+    await ctx.set_data({"step": 1})
+    assert await ctx.get_state() == "form:name"
+    assert await ctx.update_data({"name": "Ann"}, age=30) == {"step": 1, "name": "Ann", "age": 30}
+    await ctx.set_state("form:done")
+    assert await ctx.get_data() == {"step": 1, "name": "Ann", "age": 30}
+
+
+async def test_50_concurrent_updates_lose_no_key(any_storage: Any) -> None:
+    ctx = StateContext(any_storage, "chat:race")
+    await ctx.set_state("collecting")
+    await asyncio.gather(
+        *(StateContext(any_storage, "chat:race").update_data({f"k{i}": i}) for i in range(50))
+    )
+    assert await ctx.get_data() == {f"k{i}": i for i in range(50)}
+    assert await ctx.get_state() == "collecting"
+
+
+async def test_clear_forgets_state_and_data_in_one_write(any_storage: Any) -> None:
+    ctx = StateContext(any_storage, "chat:1")
+    await ctx.set_state("s")
+    await ctx.update_data(x=1)
+    await ctx.clear()
+    assert await ctx.get_state() is None
+    assert await ctx.get_data() == {}
+    assert await any_storage.has("chat:1") is False
+
+
+async def test_state_and_data_are_one_record() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    ctx = StateContext(namespace(storage, "fsm:"), "7")
+    await ctx.set_state("menu")
+    await ctx.update_data(lang="en")
+    assert await storage.get("fsm:7") == {"state": "menu", "data": {"lang": "en"}}
+
+
+async def test_returned_data_is_a_copy() -> None:
+    ctx = StateContext(MemoryStorage(), "k")
+    data = await ctx.update_data(items=[1])
+    data["items"].append(2)
+    (await ctx.get_data())["items"].append(3)
+    assert await ctx.get_data() == {"items": [1]}
+
+
+async def test_a_plain_storage_still_loses_no_update_in_process() -> None:
+    storage = Minimal()
+    await asyncio.gather(*(StateContext(storage, "k").update_data({str(i): i}) for i in range(20)))  # type: ignore[arg-type]
+    assert len(storage.data["k"]["data"]) == 20
+
+
+async def test_ttl_expires_an_abandoned_conversation() -> None:
+    ctx = StateContext(MemoryStorage(), "k", ttl=0.1)
+    await ctx.set_state("waiting")
+    await asyncio.sleep(0.25)
+    assert await ctx.get_state() is None
+
+
+async def test_a_foreign_value_is_a_corrupt_record_naming_the_key() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage({"k": [1, 2]})
+    with pytest.raises(CorruptValueError) as info:
+        await StateContext(storage, "k").get_state()
+    assert info.value.key == "k"
+    assert await storage.get("k") == [1, 2]
+
+
+async def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        StateContext(MemoryStorage(), "")
+    with pytest.raises(ValueError):
+        StateContext(MemoryStorage(), "k", ttl=0)
+    with pytest.raises(TypeError):
+        await StateContext(MemoryStorage(), "k").set_state(1)  # type: ignore[arg-type]

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from botstate import MemoryStorage
+from botstate.ratelimit import RateLimiter, RateLimitResult
+from botstate.wrappers import namespace
+from wrappers.wrapper_backends import Minimal, any_storage
+
+__all__ = ["any_storage"]  # the fixture, imported for pytest
+
+
+async def test_allows_up_to_the_limit_then_denies(any_storage: Any) -> None:
+    limiter = RateLimiter(any_storage, limit=3, period=60)
+    results = [await limiter.hit("user:1") for _ in range(4)]
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert [r.remaining for r in results] == [2, 1, 0, 0]
+    assert not results[3]
+    assert 0 < results[3].retry_after <= 60
+    assert results[0].retry_after == 0
+    assert (await limiter.hit("user:2")).allowed  # keys are independent
+
+
+async def test_concurrent_hits_are_counted_exactly(any_storage: Any) -> None:
+    limiter = RateLimiter(any_storage, limit=10, period=60)
+    results = await asyncio.gather(*(limiter.hit("flood") for _ in range(30)))
+    assert sum(r.allowed for r in results) == 10
+
+
+async def test_a_new_window_restores_the_limit() -> None:
+    limiter = RateLimiter(MemoryStorage(), limit=1, period=0.2)
+    assert (await limiter.hit("k")).allowed
+    denied = await limiter.hit("k")
+    assert not denied.allowed
+    await asyncio.sleep(denied.reset_after + 0.02)
+    assert (await limiter.hit("k")).allowed
+
+
+async def test_finished_windows_free_their_memory() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    limiter = RateLimiter(storage, limit=5, period=0.1)
+    await limiter.hit("k")
+    await asyncio.sleep(0.25)
+    assert await storage.sweep() == 1
+    assert len(storage) == 0
+
+
+async def test_a_denied_cost_is_not_counted() -> None:
+    limiter = RateLimiter(MemoryStorage(), limit=5, period=60)
+    assert (await limiter.hit("k", cost=3)).remaining == 2
+    denied = await limiter.hit("k", cost=3)
+    assert not denied.allowed
+    assert denied.remaining == 2
+    assert (await limiter.hit("k", cost=2)).allowed
+
+
+async def test_peek_does_not_count_and_reset_restarts() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    limiter = RateLimiter(namespace(storage, "rl:"), limit=2, period=60)
+    await limiter.hit("k")
+    peeked = await limiter.peek("k")
+    assert peeked.allowed
+    assert peeked.remaining == 1
+    assert not (await limiter.peek("k", cost=2)).allowed
+    assert (await limiter.hit("k")).remaining == 0
+    assert await limiter.reset("k") is True
+    assert (await limiter.peek("k")).remaining == 2
+    assert all(key.startswith("rl:k:") for key in storage._data)
+
+
+async def test_result_reports_the_window_end() -> None:
+    limiter = RateLimiter(MemoryStorage(), limit=1, period=timedelta(minutes=1))
+    result = await limiter.hit("k")
+    assert isinstance(result, RateLimitResult)
+    assert result.resets_at % 60 == 0
+    assert 0 < result.reset_after <= 60
+    assert limiter.period == timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("limit", "period"),
+    [(0, 1), (-1, 1), (1.5, 1), (True, 1), (1, 0), (1, -1), (1, math.inf), (1, None)],
+)
+def test_bad_limit_or_period_is_a_value_error(limit: Any, period: Any) -> None:
+    with pytest.raises(ValueError):
+        RateLimiter(MemoryStorage(), limit=limit, period=period)
+
+
+async def test_bad_cost_and_key() -> None:
+    limiter = RateLimiter(MemoryStorage(), limit=1, period=1)
+    with pytest.raises(ValueError):
+        await limiter.hit("k", cost=0)
+    with pytest.raises(ValueError):
+        await limiter.hit("")
+
+
+def test_needs_atomic_increment() -> None:
+    with pytest.raises(TypeError):
+        RateLimiter(Minimal(), limit=1, period=1)  # type: ignore[arg-type]
