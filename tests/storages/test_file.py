@@ -280,3 +280,11 @@ async def test_health_is_false_when_the_directory_cannot_exist(tmp_path: Path) -
     (tmp_path / "file").write_text("not a directory")
     assert await FileStorage(tmp_path / "file" / "db").health() is False
     assert await FileStorage(tmp_path / "db").health() is True
+
+
+async def test_a_storage_used_before_start_creates_its_directory(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path / "later" / "db")
+    assert await storage.get("k") is None
+    assert await storage.clear() == 0
+    await storage.set("k", 1)
+    assert await storage.get("k") == 1

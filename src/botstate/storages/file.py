@@ -141,7 +141,10 @@ class _Files:
     def sync_dir(self) -> None:
         """Make renames and unlinks in the directory durable."""
         if self.fsync:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                return  # nothing was ever written here
             try:
                 os.fsync(fd)
             finally:
@@ -240,7 +243,7 @@ class _Files:
             yield True
         finally:
             try:
-                os.unlink(path)
+                self._unlink_quietly(path)
             finally:
                 os.close(fd)
 
@@ -517,10 +520,12 @@ class FileLock:
         self._lease_ms = lease_ms
         self._timeout = timeout
         self._held: _Held | None = None
+        self._token = 0
 
     @property
     def token(self) -> int:
-        return 0 if self._held is None else self._held.token
+        """The fencing token of the last acquisition (0 before the first)."""
+        return self._token
 
     async def __aenter__(self) -> Self:
         if self._held is not None:
@@ -532,6 +537,7 @@ class FileLock:
             result = await self._attempt()
             if isinstance(result, _Held):
                 self._held = result
+                self._token = result.token
                 return self
             now = loop.time()
             if deadline is not None and now >= deadline:
@@ -585,9 +591,10 @@ class FileLock:
 
     def __del__(self) -> None:
         # An abandoned holder: closing the descriptor frees the flock, as the death of its process would.
-        if self._held is not None:
+        held = getattr(self, "_held", None)
+        if held is not None:
             try:
-                os.close(self._held.fd)
+                os.close(held.fd)
             except OSError:
                 pass
 
