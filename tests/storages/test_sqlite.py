@@ -329,6 +329,16 @@ async def test_lock_extend_renews_and_fails_once_lost(tmp_path: Path) -> None:
             assert info.value.key == "job"
 
 
+async def test_lock_timeout_zero_tries_once(tmp_path: Path) -> None:
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        async with storage.lock("job", timeout=0) as held:
+            with pytest.raises(LockError):
+                async with storage.lock("job", timeout=0):
+                    pass
+        async with storage.lock("job", timeout=0) as again:
+            assert again.token > held.token
+
+
 async def test_busy_file_does_not_block_the_loop_and_ends_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "db"
     async with SQLiteStorage(path, busy_timeout=0.3) as storage:

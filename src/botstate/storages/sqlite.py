@@ -497,25 +497,25 @@ class SQLiteStorage(BaseStorage[V]):
     async def _hold(
         self, key: str, lease: float, lease_ms: int, timeout: float | None
     ) -> AsyncIterator[SQLiteLock]:
-        try:
-            async with asyncio.timeout(timeout):
-                token = await self._acquire(key, lease_ms)
-        except TimeoutError:
-            raise LockError(f"lock not acquired within {timeout}s", key=key, backend=self.backend) from None
+        token = await self._acquire(key, lease_ms, timeout)
         try:
             yield SQLiteLock(self, key, token, lease)
         finally:
             await self._release(key, token)
 
-    async def _acquire(self, key: str, lease_ms: int) -> int:
+    async def _acquire(self, key: str, lease_ms: int, timeout: float | None) -> int:
+        """Try, then poll until ``timeout``; one try always happens: ``timeout=0`` is "now or never"."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        owner = f"{self._host}:{os.getpid()}"
         attempt = 0
         while True:
             writer = self._writer or (await self._connected())[1]
-            future = writer.submit(self._op_lock_acquire, (key, lease_ms, f"{self._host}:{os.getpid()}"), key)
+            future = writer.submit(self._op_lock_acquire, (key, lease_ms, owner), key)
             try:
                 token, held_until = await future
             except asyncio.CancelledError:
-                # Cancelled (or timed out) after the row was written: give it back at once.
+                # Cancelled after the row was written: give the lock back at once.
                 if future.done() and not future.cancelled() and future.exception() is None:
                     token = future.result()[0]
                     if token:
@@ -524,6 +524,11 @@ class SQLiteStorage(BaseStorage[V]):
             if token:
                 return int(token)
             delay = min(0.1, 0.005 * 2**attempt, max(0.001, (held_until - now_ms()) / 1000))
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise LockError(f"lock not acquired within {timeout}s", key=key, backend=self.backend)
+                delay = min(delay, remaining)
             await self._wait_for_release(delay)
             attempt += 1
 
