@@ -52,12 +52,16 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, statement timeout, crash recovery
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.InterfaceError,  # a closed connection or pool
+    asyncpg.exceptions.InternalClientError,  # a connection the server killed while it sat idle
 )
 _RETRYABLE: tuple[type[BaseException], ...] = (
     ConnectionError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    # A pooled connection the server terminated while idle fails its next statement with a protocol
+    # state error ("cannot switch to state ..."): the statement never ran.
+    asyncpg.exceptions.InternalClientError,
 )
 """Failures of a connection that was dead before the statement ran: a read may safely retry once."""
 
