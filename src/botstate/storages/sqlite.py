@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -183,7 +183,7 @@ class SQLiteStorage(BaseStorage[V]):
                 f"table {self.table!r} in {self.path!r} exists but is not a botstate table: {exc}"
             ) from exc
 
-    async def _retrying(self, step: Any) -> None:
+    async def _retrying(self, step: Callable[[], None]) -> None:
         """Run a synchronous setup step, retrying with ``asyncio.sleep`` while the file is busy."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.busy_timeout
@@ -240,16 +240,21 @@ class SQLiteStorage(BaseStorage[V]):
     async def _row(self, key: str) -> Any:
         """The live ``(value, expires_at)`` row of ``key``, or None when missing or expired."""
         cur = self._cur
-        try:
-            if cur is None:
-                raise sqlite3.OperationalError("not open")  # take the slow path below
-            row = cur.execute(self._sql.get, (key,)).fetchone()
-        except sqlite3.Error:
-            rows = await self._query(self._sql.get, (key,), key)
-            row = rows[0] if rows else None
+        if cur is None:
+            row = await self._read_row(key)
+        else:
+            try:
+                row = cur.execute(self._sql.get, (key,)).fetchone()
+            except sqlite3.Error:
+                row = await self._read_row(key)
         if row is None or (row[1] is not None and row[1] <= now_ms()):
             return None
         return row
+
+    async def _read_row(self, key: str) -> Any:
+        """The point read's slow path: opens the file, retries while busy, wraps errors."""
+        rows = await self._query(self._sql.get, (key,), key)
+        return rows[0] if rows else None
 
     async def _write(self, op: Op, args: tuple[Any, ...], key: str | None) -> Any:
         writer = self._writer or (await self._connected())[1]
@@ -266,13 +271,13 @@ class SQLiteStorage(BaseStorage[V]):
         if type(key) is not str or not key:
             bad_key(key)
         cur = self._cur
-        try:
-            if cur is None:
-                raise sqlite3.OperationalError("not open")
-            row = cur.execute(self._sql.get, (key,)).fetchone()
-        except sqlite3.Error:
-            rows = await self._query(self._sql.get, (key,), key)
-            row = rows[0] if rows else None
+        if cur is None:
+            row = await self._read_row(key)
+        else:
+            try:
+                row = cur.execute(self._sql.get, (key,)).fetchone()
+            except sqlite3.Error:
+                row = await self._read_row(key)
         if row is None or (row[1] is not None and row[1] <= now_ms()):
             return default
         try:
