@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, cast, overload
+from typing import Any, Final, Generic, TypeVar, overload
 
 from .._ttl import TTL, ttl_to_ms
 from ..contract import Storage, is_ttl_storage
@@ -175,7 +175,7 @@ class Sessions(Generic[T]):
             return None
         key = update if type(update) is str else self.key(update)
         if key is not None and type(key) is not str and inspect.isawaitable(key):
-            key = await cast("Awaitable[str | None]", key)  # an async key function
+            key = await key  # an async key function
         if key is None:
             return None
         if type(key) is not str or not key:

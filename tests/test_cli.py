@@ -1,0 +1,77 @@
+"""``botstate demo`` end to end: a real process, a real SQLite file, state carried between runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from botstate.cli import main
+
+SMALL = ["--updates", "400", "--chats", "20", "--concurrency", "16", "--seed", "7"]
+
+
+def demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "botstate.cli", "demo", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def number(pattern: str, text: str) -> int:
+    found = re.search(pattern, text)
+    assert found, f"{pattern!r} not in output:\n{text}"
+    return int(found.group(1).replace(",", ""))
+
+
+def test_demo_state_survives_a_second_run(tmp_path: Path) -> None:
+    first = demo(tmp_path, *SMALL)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "no earlier run found" in first.stdout
+    assert "FAIL" not in first.stdout
+    assert (tmp_path / "botstate-demo.db").exists()
+    stored = number(r"([\d,]+) messages = 0 carried over", first.stdout)
+    assert number(r"([\d,]+) updates/s", first.stdout) > 0
+    assert number(r"([\d,]+) never loaded \(lazy\)", first.stdout) > 0
+    assert number(r"([\d,]+) read but unchanged, not written", first.stdout) > 0
+    assert number(r"([\d,]+) updates arrived while another update of their chat", first.stdout) > 0
+
+    second = demo(tmp_path, *SMALL)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "state left by 1 earlier run(s)" in second.stdout
+    assert f"ok   {stored:,} messages stored, {stored:,} acknowledged" in second.stdout
+    assert number(r"[\d,]+ messages = ([\d,]+) carried over", second.stdout) == stored
+    assert "state saved (2 run(s) so far)" in second.stdout
+
+    reset = demo(tmp_path, *SMALL, "--reset")
+    assert reset.returncode == 0
+    assert "no earlier run found" in reset.stdout
+
+
+def test_demo_exits_non_zero_when_a_check_fails(tmp_path: Path) -> None:
+    # Without isolation, concurrent updates of one chat overwrite each other: the counters miss some.
+    failed = demo(tmp_path, "--updates", "200", "--chats", "1", "--concurrency", "16", "--isolation", "none")
+    assert failed.returncode == 1
+    assert "FAIL" in failed.stdout
+    assert "checks FAILED" in failed.stdout
+
+
+def test_progress_bar_goes_to_stderr_when_asked(tmp_path: Path) -> None:
+    result = demo(tmp_path, "--updates", "100", "--chats", "5", "--progress")
+    assert result.returncode == 0
+    assert "100/100" in result.stderr
+    assert "100/100" not in result.stdout
+
+
+def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--updates", "0"])
+    assert exited.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
