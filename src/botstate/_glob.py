@@ -44,6 +44,7 @@ def _tokens(pattern: str) -> list[tuple[str, str]]:
             if negate:
                 j += 1
             items: list[str] = []
+            single: str | None = None  # the last item, when it is one character (a range may start)
             closed = False
             while j < n:
                 c = pattern[j]
@@ -51,20 +52,22 @@ def _tokens(pattern: str) -> list[tuple[str, str]]:
                     closed = True
                     break
                 if c == "\\" and j + 1 < n:
-                    items.append(re.escape(pattern[j + 1]))
+                    single = pattern[j + 1]
+                    items.append(re.escape(single))
                     j += 2
                     continue
-                if c == "-" and items and j + 1 < n and pattern[j + 1] != "]":
+                if c == "-" and single is not None and j + 1 < n and pattern[j + 1] != "]":
                     nxt = pattern[j + 1]
                     if nxt == "\\" and j + 2 < n:
                         nxt = pattern[j + 2]
                         j += 1
-                    lo = items.pop()
-                    lo_ch = lo[-1]
-                    if lo_ch <= nxt:
-                        items.append(f"{re.escape(lo_ch)}-{re.escape(nxt)}")
+                    items.pop()
+                    lo, hi = sorted((single, nxt))  # a reversed range is swapped, as Redis does
+                    items.append(f"{re.escape(lo)}-{re.escape(hi)}")
+                    single = None
                     j += 2
                     continue
+                single = c
                 items.append(re.escape(c))
                 j += 1
             if not closed:  # an unclosed bracket is a literal "[", as in Redis
