@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from botstate import ConfigError, open_storage
+from botstate import ConfigError, LockError, open_storage
 from botstate.testing import StorageConformance
 
 asyncpg = pytest.importorskip("asyncpg")
@@ -93,7 +93,7 @@ async def test_an_existing_pool_is_used_and_not_closed(postgres_dsn: str, table:
     try:
         async with PostgresStorage(pool, table=table) as storage:
             await storage.set("k", "v")
-        assert not pool._closed
+        assert not pool.is_closing()
         assert await pool.fetchval("SELECT 1") == 1
         async with PostgresStorage(pool, table=table) as again:  # the pool is reused after stop()
             assert await again.get("k") == "v"
@@ -133,3 +133,37 @@ async def test_concurrent_gets_and_sets_see_their_own_writes(postgres_dsn: str, 
 
         await asyncio.gather(*(user(i) for i in range(40)))
         assert await storage.get_many([f"u:{i}" for i in range(40)]) == [4] * 40
+
+
+async def test_globs_find_long_keys_beside_short_ones(postgres_dsn: str, table: str) -> None:
+    long_key = "я" * 1024  # 2 KB of UTF-8: indexed by its digest, not by its bytes
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        await storage.set_many({long_key: 1, "я:1": 2, "other": 3, "я\x00nul": 4})
+        assert sorted([key async for key in storage.keys("я*")]) == sorted([long_key, "я:1", "я\x00nul"])
+        assert [key async for key in storage.keys("я" * 600 + "*")] == [long_key]
+        assert [key async for key in storage.keys("я" * 1023 + "?")] == [long_key]
+        assert sorted([value async for value in storage.values("*")]) == [1, 2, 3, 4]
+
+
+async def test_a_bad_lock_lease_is_refused(postgres_dsn: str, table: str) -> None:
+    storage: PostgresStorage = PostgresStorage(postgres_dsn, table=table)
+    for lease in (0, -1, float("inf")):
+        with pytest.raises(ValueError):
+            storage.lock("k", lease=lease)
+
+
+async def test_lock_extend_renews_and_fails_once_lost(postgres_dsn: str, table: str) -> None:
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        async with storage.lock("job", lease=0.3) as held:
+            await asyncio.sleep(0.2)
+            await held.extend(5)
+            await asyncio.sleep(0.2)  # past the first lease: only the extension keeps it
+            with pytest.raises(LockError):
+                async with storage.lock("job", lease=1, timeout=0.1):
+                    pass
+        async with storage.lock("job", lease=0.1) as lost:
+            await asyncio.sleep(0.3)
+            async with storage.lock("job", lease=5, timeout=1) as taker:
+                assert taker.token > lost.token
+                with pytest.raises(LockError):
+                    await lost.extend()

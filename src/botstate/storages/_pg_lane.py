@@ -49,6 +49,7 @@ class Lane(Generic[R, T]):
             self.busy = False
 
     async def _drain(self) -> None:
+        live: list[tuple[R, asyncio.Future[T]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
@@ -68,6 +69,8 @@ class Lane(Generic[R, T]):
         finally:
             self.busy = False
             self._drainer = None
-            for _, future in self._pending:  # only left when the drainer itself was cancelled
+            # Left over only when the drainer itself was cancelled (the loop is shutting down):
+            # no waiter may hang on a batch that will never run.
+            for _, future in (*live, *self._pending):
                 future.cancel()
             self._pending = []

@@ -121,6 +121,9 @@ class PostgresLock:
 
 
 def _lease_ms(lease: float) -> int:
+    """A lock lease in milliseconds, validated exactly like a TTL (positive, finite seconds)."""
+    if lease is None:
+        raise TypeError("a lock lease is seconds, not None")
     ms = ttl_to_ms(lease)
     assert ms is not None
     return ms
@@ -202,7 +205,9 @@ class PostgresStorage(BaseStorage[V]):
         own = [(name, value) for name, value in pairs if name in ours]
         rest = [(name, value) for name, value in pairs if name not in ours]
         dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-        return cls(dsn, **{**parse_query("?" + urlencode(own), ours), **options})
+        parsed = parse_query("?" + urlencode(own), ours)
+        parsed.update((name, value) for name, value in own if name == "table")  # a name, never coerced
+        return cls(dsn, **{**parsed, **options})
 
     async def _open(self) -> None:
         async with self._opening:
@@ -463,7 +468,7 @@ class PostgresStorage(BaseStorage[V]):
         prefix = literal_prefix(pattern)
         raw = _raw_key(prefix)
         ranges: list[tuple[bytes, bytes | None]] = []
-        if len(raw) < INLINE_KEY_BYTES:
+        if len(raw) <= INLINE_KEY_BYTES:
             upper = prefix_upper_bound(prefix)
             ranges.append((raw, LONG_KEY_MARK if upper is None else _raw_key(upper)))
         ranges.append((LONG_KEY_MARK, None))
