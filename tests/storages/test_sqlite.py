@@ -270,6 +270,25 @@ async def test_a_failing_write_fails_only_its_own_caller(tmp_path: Path) -> None
         assert await storage.get("text") == "new"
 
 
+async def test_a_full_disk_fails_only_the_write_that_needed_the_space(tmp_path: Path) -> None:
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        await storage.set("x", 1)
+        assert storage._conn is not None
+        pages = storage._conn.execute("PRAGMA page_count").fetchone()[0]
+        storage._conn.execute(f"PRAGMA max_page_count = {pages + 20}")  # a nearly full disk
+        results = await asyncio.gather(
+            *(storage.set(f"k{i}", i) for i in range(10)),
+            storage.set_many({f"big{i}": "x" * 5000 for i in range(200)}),
+            *(storage.increment("n") for _ in range(10)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[10], StorageUnavailable)
+        assert [r for i, r in enumerate(results) if i != 10] == [None] * 10 + list(range(1, 11))
+        assert await storage.get_many([f"k{i}" for i in range(10)]) == list(range(10))
+        assert await storage.has("big0") is False  # set_many wrote all or nothing
+        assert storage._conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 async def test_sweep_and_clear_span_many_pages(tmp_path: Path) -> None:
     async with SQLiteStorage(tmp_path / "db") as storage:
         await storage.set_many({f"e{i}": i for i in range(1100)}, ttl=0.05)

@@ -130,7 +130,11 @@ class GroupCommit:
                 self._not_begun(batch, exc)
             else:
                 self._busy_attempts = 0
-                self._run(batch)
+                try:
+                    self._run(batch)
+                except BaseException as exc:  # KeyboardInterrupt mid-batch: never keep the write lock
+                    self._abandon(batch, exc)
+                    raise
         if self._pending and self._handle is None:
             self._schedule()
 
@@ -156,6 +160,16 @@ class GroupCommit:
             self._schedule(backoff(self._busy_attempts))
             self._busy_attempts += 1
 
+    def _abandon(self, batch: list[_Entry], exc: BaseException) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        for entry in batch:
+            if not entry.future.done():
+                entry.future.set_exception(self._wrap(exc, entry.key))
+
     def _run(self, batch: list[_Entry]) -> None:
         conn = self._conn
         cursor = self._cursor
@@ -180,13 +194,7 @@ class GroupCommit:
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            for entry, _, _ in ran:
-                entry.future.set_exception(self._wrap(exc, entry.key))
+            self._abandon([entry for entry, _, _ in ran], exc)
             return
         for entry, value, failed in ran:
             if entry.future.done():  # cancelled while queued behind a BEGIN retry
