@@ -43,7 +43,7 @@ from ..codecs import Codec
 from ..errors import ConfigError, LockError, StorageError, WrongTypeError
 from . import _redis_scripts as scripts
 from ._base import BaseStorage, V, bad_key, log, parse_counter
-from ._redis_lane import Lane
+from ._redis_lane import Command, Lane
 
 __all__ = ["RedisLock", "RedisStorage"]
 
@@ -110,6 +110,11 @@ class _ClusterCalls:
         if not self._ready:
             await self.ready()
         return await self.client.execute_command(*args, **{NEVER_DECODE: True})
+
+    async def ping(self) -> Any:
+        if not self._ready:
+            await self.ready()
+        return await self.client.ping()
 
     def ready_again(self) -> None:
         """After the client was closed: initialise it again on next use."""
@@ -318,19 +323,25 @@ class RedisStorage(BaseStorage[V]):
         """Stored bytes of full keys: one ``MGET``, or one per hash slot on a cluster."""
         if self._cluster is None:
             return cast(list[bytes | None], await self._call("MGET", *full_keys))
-        slots = self._by_slot(full_keys)
-        replies = await asyncio.gather(*(self._call("MGET", *group) for group in slots.values()))
         found: dict[bytes | str, bytes | None] = {}
-        for group, values in zip(slots.values(), replies, strict=True):
+        for group, values in await self._per_slot(full_keys, lambda group: ("MGET", *group)):
             found.update(zip(group, values, strict=True))
         return [found[key] for key in full_keys]
 
-    def _by_slot(self, full_keys: Iterable[K]) -> dict[int, list[K]]:
-        client = cast(RedisCluster, self.client)
+    async def _per_slot(
+        self, full_keys: Iterable[K], command: Callable[[list[K]], Command]
+    ) -> list[tuple[list[K], Any]]:
+        """Run ``command(keys)`` once per hash slot of a cluster, in one pipeline (one round trip
+        per primary), and pair each group of keys with its reply."""
+        cluster = cast(_ClusterCalls, self._cluster)
+        await cluster.ready()
         slots: dict[int, list[K]] = {}
         for key in full_keys:
-            slots.setdefault(client.keyslot(key), []).append(key)
-        return slots
+            slots.setdefault(cluster.client.keyslot(key), []).append(key)
+        pipe = cluster.client.pipeline(transaction=False)
+        for group in slots.values():
+            pipe.execute_command(*command(group), **{NEVER_DECODE: True})
+        return list(zip(slots.values(), await pipe.execute(), strict=True))
 
     async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
         """Write every pair at once: one atomic command (one per hash slot on a cluster)."""
@@ -344,25 +355,24 @@ class RedisStorage(BaseStorage[V]):
             return
         try:
             if self._cluster is None:
-                await self._write_many(encoded, ttl_ms)
+                await self._call(*self._set_many_command(list(encoded), encoded, ttl_ms))
             else:
-                slots = self._by_slot(encoded)
-                await asyncio.gather(
-                    *(self._write_many({k: encoded[k] for k in group}, ttl_ms) for group in slots.values())
-                )
+                await self._per_slot(encoded, lambda group: self._set_many_command(group, encoded, ttl_ms))
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, next(iter(mapping)) if len(mapping) == 1 else None) from exc
 
-    async def _write_many(self, encoded: dict[str, bytes], ttl_ms: int | None) -> None:
+    @staticmethod
+    def _set_many_command(keys: list[str], encoded: dict[str, bytes], ttl_ms: int | None) -> Command:
         if ttl_ms is None:
-            await self._call("MSET", *[part for pair in encoded.items() for part in pair])
-        else:
-            await self._script(scripts.SET_MANY, list(encoded), ttl_ms, *encoded.values())
+            return ("MSET", *[part for key in keys for part in (key, encoded[key])])
+        # The script's full text (the server caches it): a cluster pipeline cannot fall back from
+        # EVALSHA on NOSCRIPT, and a few hundred bytes are nothing next to the values.
+        return ("EVAL", scripts.SET_MANY.source, len(keys), *keys, ttl_ms, *[encoded[key] for key in keys])
 
     async def health(self) -> bool:
         """True when the server answers a PING within the timeout; never raises."""
         try:
-            await self._call("PING")
+            await (self._call("PING") if self._cluster is None else self._cluster.ping())
         except _CLIENT_ERRORS:
             return False
         return True
@@ -458,7 +468,8 @@ class RedisStorage(BaseStorage[V]):
                 if self._cluster is None:
                     removed += int(await self._call("UNLINK", *fulls))
                 else:
-                    removed += int(await cast(RedisCluster, self.client).unlink(*fulls))
+                    replies = await self._per_slot(fulls, lambda group: ("UNLINK", *group))
+                    removed += sum(int(count) for _, count in replies)
             except _CLIENT_ERRORS as exc:
                 raise self._wrap(exc) from exc
         return removed

@@ -1,0 +1,73 @@
+"""RedisStorage on a real 3-primary Redis Cluster that this module starts and stops itself."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from botstate import open_storage
+from botstate.testing import StorageConformance
+
+redis = pytest.importorskip("redis.asyncio")
+
+from _redis_servers import RedisCluster, redis_cluster_or_skip  # noqa: E402
+from botstate.storages.redis import RedisStorage  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    cluster = redis_cluster_or_skip()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+class TestRedisClusterStorage(StorageConformance):
+    persistent = True
+    native_expiry = True
+    distributed_locks = True
+
+    @pytest.fixture
+    def storage_factory(self, cluster: RedisCluster, unique: str) -> Callable[..., Any]:
+        return lambda **options: RedisStorage(cluster.url, prefix=f"{unique}:", **options)
+
+    @pytest.fixture
+    def sibling_storage(self, cluster: RedisCluster, unique: str) -> Callable[..., Any]:
+        return lambda: RedisStorage(cluster.url, prefix=f"{unique}-sibling:")
+
+
+@pytest_asyncio.fixture
+async def storage(cluster: RedisCluster, unique: str) -> AsyncIterator[RedisStorage[Any]]:
+    async with open_storage(cluster.url, prefix=f"{unique}:") as storage:
+        yield storage
+        await storage.clear()
+
+
+async def test_keys_spread_over_every_primary_are_all_found(storage: RedisStorage[Any]) -> None:
+    client = storage.client
+    assert isinstance(client, redis.RedisCluster)
+    mapping = {f"spread:{i}": i for i in range(300)}
+    await storage.set_many(mapping, ttl=60)
+    nodes = {client.get_node_from_key(f"{storage.prefix}{key}").name for key in mapping}
+    assert len(nodes) == 3  # the data really lives on all three primaries
+    assert sorted([key async for key in storage.keys("spread:*")]) == sorted(mapping)
+    assert await storage.get_many(list(mapping)) == list(mapping.values())
+    assert await storage.clear() == 300
+
+
+async def test_an_existing_cluster_client_with_decoding(cluster: RedisCluster, unique: str) -> None:
+    client = redis.RedisCluster.from_url(cluster.url.replace("redis+cluster", "redis"), decode_responses=True)
+    try:
+        async with RedisStorage(client, prefix=f"{unique}:") as storage:
+            await storage.set_many({"a": {"x": 1}, "b": [2]})
+            assert await storage.get_many(["a", "b", "c"]) == [{"x": 1}, [2], None]
+            assert sorted([entry async for entry in storage.entries()]) == [("a", {"x": 1}), ("b", [2])]
+            assert await storage.increment("n", ttl=5) == 1
+            assert await storage.clear() == 3
+        assert await client.ping() is True  # not closed by the storage
+    finally:
+        await client.aclose()
