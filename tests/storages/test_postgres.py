@@ -167,3 +167,19 @@ async def test_lock_extend_renews_and_fails_once_lost(postgres_dsn: str, table: 
                 assert taker.token > lost.token
                 with pytest.raises(LockError):
                     await lost.extend()
+
+
+async def test_a_table_dropped_by_hand_is_created_again(postgres_dsn: str, table: str) -> None:
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        await storage.set("k", 1)
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f'DROP TABLE "{table}", "{table}_locks"')  # the token sequence goes too
+        assert await conn.fetchval("SELECT to_regclass($1)", f"{table}_lock_token") is None
+    finally:
+        await conn.close()
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        assert await storage.get("k") is None
+        await storage.set("k", 2)
+        async with storage.lock("k") as held:
+            assert held.token >= 1

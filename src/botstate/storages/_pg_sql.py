@@ -68,6 +68,8 @@ class Statements:
         locks = quote_table(f"{table}_locks")
         seq = quote_table(f"{table}_lock_token")
         self.table = table
+        self.tables = (t, locks)
+        """Both tables' quoted names: ``to_regclass`` of each tells whether the schema exists."""
         self.schema = [
             f"CREATE TABLE IF NOT EXISTS {t} (id bytea PRIMARY KEY, key bytea,"
             " value bytea NOT NULL, expires_at timestamptz)",
@@ -75,7 +77,7 @@ class Statements:
             " WHERE expires_at IS NOT NULL",
             f"CREATE TABLE IF NOT EXISTS {locks} (id bytea PRIMARY KEY, token bigint NOT NULL,"
             " expires_at timestamptz NOT NULL)",
-            f"CREATE SEQUENCE IF NOT EXISTS {seq}",
+            f"CREATE SEQUENCE IF NOT EXISTS {seq} OWNED BY {locks}.token",  # dropped with the locks
             f"COMMENT ON TABLE {t} IS 'botstate storage, schema version {SCHEMA_VERSION}'",
         ]
         upsert = " ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"

@@ -246,9 +246,12 @@ class PostgresStorage(BaseStorage[V]):
                     f"table {self.table!r} has schema version {version}, newer than this botstate's"
                     f" ({SCHEMA_VERSION}): upgrade botstate"
                 )
-            if version == SCHEMA_VERSION:
-                return
-            for statement in self._sql.schema:  # version None: new table (no older layout exists yet)
+            if version == SCHEMA_VERSION and await conn.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL", *self._sql.tables
+            ):
+                return  # no DDL when nothing is missing: CREATE INDEX would lock out writers meanwhile
+            # A new table (or one dropped by hand since): no older layout exists yet to migrate from.
+            for statement in self._sql.schema:
                 await conn.execute(statement)
             await conn.execute(
                 f"INSERT INTO {META_TABLE} (table_name, schema_version) VALUES ($1, $2)"
