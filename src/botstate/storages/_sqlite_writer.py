@@ -125,7 +125,7 @@ class GroupCommit:
         del pending[:MAX_BATCH]
         if batch:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                self._cursor.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 self._not_begun(batch, exc)
             else:
@@ -192,7 +192,7 @@ class GroupCommit:
             else:
                 ran.append((entry, result, False))
         try:
-            conn.execute("COMMIT")
+            cursor.execute("COMMIT")
         except sqlite3.Error as exc:
             self._abandon([entry for entry, _, _ in ran], exc)
             return
