@@ -1,0 +1,176 @@
+"""open_storage(url): one string in a config file picks and configures the backend."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from botstate import ConfigError, LruMemoryStorage, MemoryStorage, open_storage
+from botstate.urls import known_schemes, parse_query, url_path
+
+# -- built-in schemes ---------------------------------------------------------------------------------
+
+
+async def test_memory_url_gives_a_memory_storage() -> None:
+    storage = open_storage("memory://")
+    assert type(storage) is MemoryStorage
+    async with storage:
+        await storage.set("k", 1)
+        assert await storage.get("k") == 1
+
+
+def test_lru_url_with_a_query_option() -> None:
+    storage = open_storage("lru://?max=5")
+    assert type(storage) is LruMemoryStorage
+    assert storage.max == 5
+
+
+def test_scheme_is_case_insensitive() -> None:
+    assert type(open_storage("MEMORY://")) is MemoryStorage
+
+
+def test_query_options_are_coerced() -> None:
+    storage = open_storage("memory://?default_ttl=1.5&sweep_interval=2")
+    assert storage.default_ttl_ms == 1500
+    assert storage.sweep_interval == 2
+
+
+def test_keyword_options_override_the_query() -> None:
+    storage = open_storage("lru://?max=5", max=7)
+    assert storage.max == 7
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("1", 1),
+        ("-3", -3),
+        ("1.5", 1.5),
+        ("true", True),
+        ("Yes", True),
+        ("on", True),
+        ("false", False),
+        ("NO", False),
+        ("off", False),
+        ("none", None),
+        ("null", None),
+        ("", None),
+        ("text", "text"),
+        ("a%20b", "a b"),
+    ],
+)
+def test_parse_query_coerces_values(raw: str, value: Any) -> None:
+    got = parse_query(f"x://host/?opt={raw}", {"opt"})
+    assert got == {"opt": value}
+    assert type(got["opt"]) is type(value)
+
+
+def test_unknown_option_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="colour"):
+        open_storage("memory://?colour=blue")
+
+
+def test_unknown_scheme_is_a_config_error_listing_known_schemes() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_storage("nosuchdb://localhost/0")
+    message = str(info.value)
+    assert "'nosuchdb'" in message
+    for scheme in ("memory", "redis", "sqlite", "file"):
+        assert scheme in message
+
+
+@pytest.mark.parametrize("url", ["memory", "", "localhost:6379", None, 42])
+def test_not_a_url_is_a_config_error(url: Any) -> None:
+    with pytest.raises(ConfigError, match="not a storage URL"):
+        open_storage(url)
+
+
+def test_missing_optional_dependency_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "botstate.storages.redis", None)  # its import now fails
+    with pytest.raises(ConfigError, match="optional dependency"):
+        open_storage("redis://127.0.0.1:6379/0")
+
+
+# -- url_path ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///bot.db", "bot.db"),
+        ("sqlite:///data/bot.db", "data/bot.db"),
+        ("sqlite:////var/lib/bot.db", "/var/lib/bot.db"),
+        ("file:///state?fsync=false", "state"),
+        ("file:///with%20space/%3F", "with space/?"),
+    ],
+)
+def test_url_path(url: str, path: str) -> None:
+    assert url_path(url) == path
+
+
+@pytest.mark.parametrize("url", ["sqlite://host/bot.db", "file://localhost/state", "sqlite:///", "file://"])
+def test_url_path_refuses_hosts_and_empty_paths(url: str) -> None:
+    with pytest.raises(ConfigError):
+        url_path(url)
+
+
+# -- third-party schemes ----------------------------------------------------------------------------------
+
+PLUGIN = """
+class PluginStorage:
+    def __init__(self, url, **options):
+        self.url = url
+        self.options = options
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return cls(url, via="from_url", **options)
+
+
+def make(url, **options):
+    return ("factory", url, options)
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real installed distribution declaring two schemes in the ``botstate.storages`` group."""
+    (tmp_path / "botstate_testplugin.py").write_text(PLUGIN)
+    info = tmp_path / "botstate_testplugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: botstate-testplugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[botstate.storages]\n"
+        "plugdb = botstate_testplugin:PluginStorage\n"
+        "plugfactory = botstate_testplugin:make\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "botstate_testplugin", raising=False)
+
+
+@pytest.mark.usefixtures("plugin")
+def test_entry_point_scheme_with_from_url() -> None:
+    storage = open_storage("plugdb://somewhere/0?x=1", timeout=3)
+    assert type(storage).__name__ == "PluginStorage"
+    assert storage.url == "plugdb://somewhere/0?x=1"
+    assert storage.options == {"via": "from_url", "timeout": 3}
+
+
+@pytest.mark.usefixtures("plugin")
+def test_entry_point_scheme_with_a_factory_callable() -> None:
+    assert open_storage("plugfactory://x", a=1) == ("factory", "plugfactory://x", {"a": 1})
+
+
+@pytest.mark.usefixtures("plugin")
+def test_known_schemes_include_plugins() -> None:
+    schemes = known_schemes()
+    assert {"plugdb", "plugfactory", "memory", "file"} <= set(schemes)
+    assert schemes == sorted(schemes)
+
+
+def test_plugin_schemes_are_unknown_once_uninstalled() -> None:
+    with pytest.raises(ConfigError):
+        open_storage("plugdb://somewhere/0")
