@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from botstate import ConfigError, LockError, StorageError, StorageUnavailable, open_storage
+from botstate.storages.sqlalchemy import SQLAlchemyStorage
+from botstate.testing import StorageConformance
+
+
+async def _drop_tables(engine: AsyncEngine, *tables: str) -> None:
+    async with engine.begin() as conn:
+        for table in tables:
+            for name in (f"{table}_locks", f"{table}_meta", table):
+                await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+class _SQLAlchemyConformance(StorageConformance):
+    """The conformance suite on one dialect; subclasses provide the ``url`` fixture."""
+
+    persistent = True
+    distributed_locks = True
+
+    @pytest.fixture
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @pytest_asyncio.fixture
+    async def engine(self, url: str, unique: str) -> AsyncIterator[AsyncEngine]:
+        engine = create_async_engine(url, pool_pre_ping=True)
+        try:
+            yield engine
+        finally:
+            await _drop_tables(engine, unique, f"{unique}_sib")
+            await engine.dispose()
+
+    @pytest.fixture
+    def storage_factory(self, engine: AsyncEngine, unique: str) -> Callable[..., Any]:
+        return lambda **options: SQLAlchemyStorage(engine, table=unique, **options)
+
+    @pytest.fixture
+    def sibling_storage(self, engine: AsyncEngine, unique: str) -> Callable[..., Any]:
+        return lambda **options: SQLAlchemyStorage(engine, table=f"{unique}_sib", **options)
+
+
+class TestMariaDB(_SQLAlchemyConformance):
+    @pytest.fixture
+    def url(self, mysql_url: str) -> str:
+        return mysql_url
+
+
+class TestPostgreSQL(_SQLAlchemyConformance):
+    @pytest.fixture
+    def url(self, postgres_dsn: str) -> str:
+        return postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+class TestSQLite(_SQLAlchemyConformance):
+    @pytest.fixture
+    def url(self, tmp_path: Path) -> str:
+        return f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", ["", "Bot", "1st", "a-b", "x; DROP TABLE y", "t" * 49, "ключ", 5, None])
+def test_table_name_is_validated(table: Any) -> None:
+    with pytest.raises(ConfigError):
+        SQLAlchemyStorage("sqlite+aiosqlite://", table=table)
+
+
+def test_from_url_picks_the_async_driver_and_splits_options() -> None:
+    storage = SQLAlchemyStorage.from_url(
+        "sqlalchemy+mysql://root:secret@127.0.0.1:3306/test?table=bot_state&default_ttl=5&charset=utf8mb4"
+    )
+    url = storage.engine.url
+    assert url.drivername == "mysql+aiomysql"
+    assert (url.host, url.port, url.database) == ("127.0.0.1", 3306, "test")
+    assert dict(url.query) == {"charset": "utf8mb4"}
+    assert storage.table == "bot_state"
+    assert storage.default_ttl_ms == 5000
+    assert "secret" not in repr(storage)
+    assert SQLAlchemyStorage.from_url("sqlalchemy+postgresql://u@h/db").engine.url.drivername == (
+        "postgresql+asyncpg"
+    )
+    assert SQLAlchemyStorage.from_url("sqlalchemy+mariadb+aiomysql://u@h/db").engine.url.drivername == (
+        "mariadb+aiomysql"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlalchemy+oracle://u@h/db",  # no default async driver: name one
+        "sqlalchemy+mysql+pymysql://u@h/db",  # not an async driver
+        "sqlalchemy://u@h/db",
+        "sqlalchemy+sqlite",
+    ],
+)
+def test_from_url_rejects_urls_it_cannot_map(url: str) -> None:
+    with pytest.raises(ConfigError):
+        SQLAlchemyStorage.from_url(url)
+
+
+async def test_open_storage_with_a_url_owns_and_disposes_its_engine(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlalchemy+sqlite:///{tmp_path / 'bot.db'}?table=states")
+    async with storage:
+        await storage.set("chat:1", {"step": 2})
+        assert await storage.get("chat:1") == {"step": 2}
+        assert storage.engine.pool.checkedin() > 0
+    assert storage.engine.pool.checkedin() == 0  # disposed by stop()
+    async with open_storage(f"sqlalchemy+sqlite:///{tmp_path / 'bot.db'}?table=states") as again:
+        assert await again.get("chat:1") == {"step": 2}
+
+
+async def test_stop_never_disposes_an_engine_it_was_given(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    try:
+        pool = engine.pool
+        async with SQLAlchemyStorage(engine) as storage:
+            await storage.set("k", 1)
+        assert engine.pool is pool  # dispose() would have replaced the pool
+        assert pool.checkedin() > 0  # the application's pooled connections are still open
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT count(*) FROM botstate")).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    async with SQLAlchemyStorage(url) as storage:
+        await storage.set("k", 1)
+        async with storage.engine.begin() as conn:
+            await conn.exec_driver_sql("UPDATE botstate_meta SET version = 99")
+    with pytest.raises(StorageError, match="schema version 99"):
+        await SQLAlchemyStorage(url).start()
+
+
+# -- unavailable servers ---------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("driver", ["mysql+aiomysql", "postgresql+asyncpg"])
+async def test_unreachable_server_is_unavailable_and_unhealthy(driver: str) -> None:
+    storage = SQLAlchemyStorage(f"{driver}://root@127.0.0.1:{_closed_port()}/test")
+    try:
+        assert await storage.health() is False
+        with pytest.raises(StorageUnavailable) as info:
+            await storage.get("chat:1")
+        assert info.value.backend == "sqlalchemy"
+        with pytest.raises(StorageUnavailable):
+            await storage.set("chat:1", 1)
+    finally:
+        await storage.stop()
+
+
+# -- concurrency and locks across engines ---------------------------------------------------------
+
+
+async def test_increments_from_two_engines_on_mariadb_total_exactly(mysql_url: str, unique: str) -> None:
+    first = SQLAlchemyStorage(mysql_url, table=unique)
+    second = SQLAlchemyStorage(mysql_url, table=unique)
+    try:
+        await first.start()
+        await second.start()
+        # A fresh key: every increment races to create the row (the gap-lock case) before counting.
+        results = await asyncio.gather(
+            *(storage.increment("hits") for _ in range(50) for storage in (first, second))
+        )
+        assert sorted(results) == list(range(1, 101))
+        assert await first.get("hits") == 100
+        assert await second.get("hits") == 100
+    finally:
+        await _drop_tables(first.engine, unique)
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_lost_lease_cannot_be_extended(tmp_path: Path) -> None:
+    async with SQLAlchemyStorage(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}") as storage:
+        async with storage.lock("chat:1", lease=0.1) as held:
+            await held.extend(5)  # still ours: renewed
+            await asyncio.sleep(0.05)
+            await held.extend(0.1)
+            await asyncio.sleep(0.2)
+            async with storage.lock("chat:1", lease=5, timeout=1) as other:
+                assert other.token > held.token
+                with pytest.raises(LockError):
+                    await held.extend()
