@@ -191,13 +191,13 @@ async def test_increments_from_two_engines_on_mariadb_total_exactly(mysql_url: s
 
 
 async def test_a_lost_lease_cannot_be_extended(tmp_path: Path) -> None:
-    async with SQLAlchemyStorage(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}") as storage:
-        async with storage.lock("chat:1", lease=0.1) as held:
-            await held.extend(5)  # still ours: renewed
-            await asyncio.sleep(0.05)
-            await held.extend(0.1)
-            await asyncio.sleep(0.2)
-            async with storage.lock("chat:1", lease=5, timeout=1) as other:
-                assert other.token > held.token
-                with pytest.raises(LockError):
-                    await held.extend()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    async with SQLAlchemyStorage(url) as storage, storage.lock("chat:1", lease=0.1) as held:
+        await held.extend(5)  # still ours: renewed
+        await asyncio.sleep(0.05)
+        await held.extend(0.1)
+        await asyncio.sleep(0.2)
+        async with storage.lock("chat:1", lease=5, timeout=1) as other:
+            assert other.token > held.token
+            with pytest.raises(LockError):
+                await held.extend()
