@@ -79,7 +79,8 @@ async def test_lock_and_write_lock_files_are_pruned(storage: FileStorage[Any]) -
 async def test_files_are_private_to_the_user(storage: FileStorage[Any]) -> None:
     await storage.set("secret", "token")
     (entry,) = _entry_files(storage)
-    assert stat.S_IMODE(entry.stat().st_mode) & 0o077 == 0
+    for path in (entry, storage.directory, storage.directory / ".locks"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
 
 
 async def test_clear_removes_only_entries(storage: FileStorage[Any]) -> None:

@@ -128,7 +128,11 @@ class _Files:
     # -- basics ----------------------------------------------------------------------------------
 
     def ensure(self) -> None:
-        os.makedirs(self.locks, mode=0o700, exist_ok=True)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)  # parents get the default mode
+        try:
+            os.mkdir(self.locks, 0o700)
+        except FileExistsError:
+            pass
 
     def _create(self, path: Path, flags: int) -> int:
         """Open with ``O_CREAT`` (mode 0600), creating the storage's directories if they are missing."""
@@ -322,7 +326,7 @@ class _Files:
                     entry = ("", 0, b"")
                 if entry is None:
                     continue
-                os.unlink(self._entry(name))
+                self._unlink_quietly(self._entry(name))
                 expires_at = entry[1]
                 removed += not expires_at or expires_at > now_ms()
         self._sweep_temps()
@@ -347,7 +351,7 @@ class _Files:
                 except _Unreadable:
                     continue
                 if entry is not None and entry[1] and entry[1] <= now_ms():
-                    os.unlink(self._entry(name))
+                    self._unlink_quietly(self._entry(name))
                     removed += 1
         self._sweep_temps()
         self._sweep_locks()
@@ -370,10 +374,7 @@ class _Files:
                 continue
             with self._write_lock(file[:_HEX_LEN], wait=False) as held:
                 if held:
-                    try:
-                        os.unlink(self.root / file)
-                    except FileNotFoundError:
-                        pass
+                    self._unlink_quietly(self.root / file)
 
     def _sweep_locks(self) -> None:
         """Remove lock files left by holders that died (their flock went with them)."""
