@@ -1,8 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import shutil
+import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +208,93 @@ async def test_a_lost_lease_cannot_be_extended(tmp_path: Path) -> None:
             assert other.token > held.token
             with pytest.raises(LockError):
                 await held.extend()
+
+
+# -- a server that goes away and comes back --------------------------------------------------------
+
+
+class _ThrowawayPostgres:
+    """A PostgreSQL server of our own on a free loopback port, started and stopped by pid."""
+
+    def __init__(self, root: Path, user: str | None) -> None:
+        self.data = root / "data"
+        self.user = user
+        self.port = _closed_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        subprocess.run(
+            ["initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            user=user,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off"]
+        self.process = subprocess.Popen(
+            ["postgres", "-D", str(self.data), "-p", str(self.port), *options],
+            user=self.user,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("throwaway PostgreSQL did not start")
+
+    def stop(self, sig: signal.Signals = signal.SIGQUIT) -> None:
+        """SIGQUIT: immediate shutdown, as in a crash; the data directory stays usable."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+@pytest.fixture
+def throwaway_postgres() -> Iterator[_ThrowawayPostgres]:
+    if shutil.which("initdb") is None or shutil.which("postgres") is None:
+        pytest.skip("initdb/postgres not installed")
+    user = None
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a postgres user")
+        user = "postgres"
+    root = Path(tempfile.mkdtemp(prefix="botstate-pg-"))
+    if user is not None:
+        shutil.chown(root, user)
+    server = _ThrowawayPostgres(root, user)
+    try:
+        yield server
+    finally:
+        server.stop(signal.SIGINT)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_restarted_server_is_unavailable_then_recovers(
+    throwaway_postgres: _ThrowawayPostgres,
+) -> None:
+    throwaway_postgres.start()
+    storage = SQLAlchemyStorage(f"postgresql+asyncpg://postgres@127.0.0.1:{throwaway_postgres.port}/postgres")
+    try:
+        await storage.set("chat:1", {"step": 1})
+        throwaway_postgres.stop()
+        assert await storage.health() is False
+        with pytest.raises(StorageUnavailable) as info:
+            await storage.get("chat:1")
+        assert info.value.key == "chat:1"
+        throwaway_postgres.start()
+        # The pooled connection died with the server: pre-ping replaces it, no error reaches the bot.
+        assert await storage.get("chat:1") == {"step": 1}
+        assert await storage.health() is True
+    finally:
+        await storage.stop()
