@@ -223,12 +223,12 @@ class RedisStorage(BaseStorage[V]):
 
     async def _open(self) -> None:
         try:
-            if self._cluster is not None:
-                await self._cluster.ready()
-            else:
-                await self._call("PING")
+            await self._ping()
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc) from exc
+
+    async def _ping(self) -> None:
+        await (self._call("PING") if self._cluster is None else self._cluster.ping())
 
     async def _close(self) -> None:
         if self._lane is not None:
@@ -372,7 +372,7 @@ class RedisStorage(BaseStorage[V]):
     async def health(self) -> bool:
         """True when the server answers a PING within the timeout; never raises."""
         try:
-            await (self._call("PING") if self._cluster is None else self._cluster.ping())
+            await self._ping()
         except _CLIENT_ERRORS:
             return False
         return True
@@ -437,7 +437,14 @@ class RedisStorage(BaseStorage[V]):
             node_cursor = 0
             while True:
                 cursors, page = await client.execute_command(
-                    "SCAN", node_cursor, "MATCH", match, "COUNT", count, target_nodes=node
+                    "SCAN",
+                    node_cursor,
+                    "MATCH",
+                    match,
+                    "COUNT",
+                    count,
+                    target_nodes=node,
+                    **{NEVER_DECODE: True},
                 )
                 yield page
                 node_cursor = cursors[node.name]
