@@ -24,23 +24,15 @@ from .._locks import KeyedLocks
 from ..contract import Lock, Storage, is_locking_storage
 from ..errors import ConfigError, LockError, StorageError
 
-__all__ = ["Guard", "Isolation", "IsolationMode", "make_isolation"]
+__all__ = ["Guard", "Isolation", "IsolationMode", "LeaseGuard", "make_isolation"]
 
 IsolationMode: TypeAlias = Literal["local", "distributed", "none"]
 
 log = logging.getLogger("botstate")
 
 
-class Guard(Protocol):
-    """Held by one session from its read to its write."""
-
-    async def acquire(self) -> None: ...
-
-    async def verify(self) -> None:
-        """Called right before writing: raises ``LockError`` if the guard was lost meanwhile."""
-        ...
-
-    async def release(self) -> None: ...
+Guard: TypeAlias = AbstractAsyncContextManager[Any]
+"""Held by one session from its read to its write."""
 
 
 class Isolation(Protocol):
@@ -56,33 +48,17 @@ class _NoIsolation:
         return None
 
 
-class _LocalGuard:
-    __slots__ = ("_hold",)
-
-    def __init__(self, hold: AbstractAsyncContextManager[Any]) -> None:
-        self._hold = hold
-
-    async def acquire(self) -> None:
-        await self._hold.__aenter__()
-
-    async def verify(self) -> None:
-        """A local lock cannot be lost: it is released only by its holder."""
-
-    async def release(self) -> None:
-        await self._hold.__aexit__(None, None, None)
-
-
 class _LocalIsolation:
     __slots__ = ("locks",)
 
     def __init__(self) -> None:
         self.locks = KeyedLocks()
 
-    def guard(self, key: str) -> _LocalGuard:
-        return _LocalGuard(self.locks.hold(key))
+    def guard(self, key: str) -> Guard:
+        return self.locks.hold(key)
 
 
-class _LeaseGuard:
+class LeaseGuard:
     """The local lock, then the backend's lock, renewed every third of its lease while held."""
 
     __slots__ = (
@@ -114,7 +90,7 @@ class _LeaseGuard:
         self._timer: asyncio.TimerHandle | None = None
         self._renewal: asyncio.Task[None] | None = None
 
-    async def acquire(self) -> None:
+    async def __aenter__(self) -> LeaseGuard:
         await self._local.__aenter__()
         try:
             remote = self._storage.lock(self._key, lease=self._lease, timeout=self._timeout)
@@ -126,6 +102,7 @@ class _LeaseGuard:
         loop = asyncio.get_running_loop()
         self._renewed = loop.time()
         self._timer = loop.call_later(self._lease / 3, self._renew)
+        return self
 
     def _renew(self) -> None:
         self._timer = None
@@ -145,6 +122,7 @@ class _LeaseGuard:
         self._timer = asyncio.get_running_loop().call_later(self._lease / 3, self._renew)
 
     async def verify(self) -> None:
+        """Called right before writing: raises ``LockError`` if the lock was lost meanwhile."""
         if self._lost is not None:
             raise LockError(
                 f"the session lock was lost (lease {self._lease}s ran out); changes were not saved",
@@ -155,7 +133,7 @@ class _LeaseGuard:
             assert self._lock is not None  # renewals fell behind (a blocked loop?): renew before writing
             await self._lock.extend(self._lease)
 
-    async def release(self) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -187,8 +165,8 @@ class _DistributedIsolation:
         self.timeout = timeout
         self.locks = KeyedLocks()
 
-    def guard(self, key: str) -> _LeaseGuard:
-        return _LeaseGuard(self, key)
+    def guard(self, key: str) -> LeaseGuard:
+        return LeaseGuard(self, key)
 
 
 def make_isolation(

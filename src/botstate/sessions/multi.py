@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from .session import Session, Sessions
+from .session import _RESOLVE, Session, Sessions
 
 __all__ = ["MultiSession", "MultiSessions"]
 
@@ -75,19 +75,24 @@ class MultiSession:
 
     async def __aenter__(self) -> MultiSession:
         sessions = list(self._sessions.values())
+        eager: list[tuple[Session[Any], str]] = []
         try:
-            eager = [session for session in sessions if await session._begin()]
-            for session in eager:
-                await session._lock()
+            for session in sessions:
+                key = session._start()
+                if key is _RESOLVE:
+                    key = await session._sessions.resolve(session._update)
+                if session._opened(key):
+                    eager.append((session, key))
+            for session, key in eager:
+                await session._lock(key)
             if eager:
-                await _all([session._read() for session in eager])
-        except BaseException:
-            await _all([session._finish(False) for session in sessions])
+                await _all([session._read(key, lock=False) for session, key in eager])
+        except BaseException as exc:
+            await _all([session.__aexit__(type(exc), exc, None) for session in sessions])
             raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        save = exc_type is None
-        await _all([session._finish(save) for session in self._sessions.values()])
+        await _all([session.__aexit__(exc_type, exc, tb) for session in self._sessions.values()])

@@ -20,12 +20,12 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, Generic, NoReturn, TypeVar, overload
 
 from .._ttl import TTL, ttl_to_ms
 from ..contract import Storage, is_ttl_storage
 from ..errors import BotstateError, ConfigError, SerializationError
-from .isolation import Guard, IsolationMode, make_isolation
+from .isolation import Guard, IsolationMode, LeaseGuard, make_isolation
 from .keys import KeyFunction, chat_key
 
 __all__ = [
@@ -64,6 +64,8 @@ _MISSING: Final[Any] = _Missing()
 """No value: nothing stored, or deleted by ``data = None``."""
 
 _NEW, _OPEN, _CLOSED = 0, 1, 2
+_KEEP, _WRITE, _DELETE, _TOUCH = 0, 1, 2, 3
+_RESOLVE: Final[Any] = object()
 
 
 @dataclass(slots=True)
@@ -237,7 +239,8 @@ class Session(Generic[T]):
     async def load(self) -> T:
         """Read the session now (lazy sessions); returns ``data``. Reads once however often awaited."""
         while not self._loaded:
-            if self._state != _OPEN or self.key is None:
+            key = self.key
+            if self._state != _OPEN or key is None:
                 self._unavailable()
             waiter = self._loading
             if waiter is not None:  # another task of this body is reading it
@@ -245,8 +248,7 @@ class Session(Generic[T]):
                 continue
             waiter = self._loading = asyncio.get_running_loop().create_future()
             try:
-                await self._lock()
-                await self._read()
+                await self._read(key)
             finally:
                 self._loading = None
                 if not waiter.done():
@@ -257,7 +259,7 @@ class Session(Generic[T]):
     def loaded(self) -> bool:
         return self._loaded
 
-    def _unavailable(self) -> None:
+    def _unavailable(self) -> NoReturn:
         sessions = self._sessions
         if self._state == _NEW:
             raise SessionError(f"{sessions.name!r} session used outside 'async with sessions.open(...)'")
@@ -285,115 +287,122 @@ class Session(Generic[T]):
             ) from exc
 
     # -- lifecycle -----------------------------------------------------------------------------
+    # The single-session path is flattened into few coroutine frames: it runs once per update.
 
     async def __aenter__(self) -> Session[T]:
-        if await self._begin():
-            await self._lock()
-            await self._read()
+        key = self._start()
+        if key is _RESOLVE:
+            key = await self._sessions.resolve(self._update)
+        if self._opened(key):
+            await self._read(key)
         return self
 
-    async def _begin(self) -> bool:
-        """Resolve the key and open; True when the session is to be read now (not lazy)."""
+    def _start(self) -> Any:
+        """Check and count the opening; the storage key when it is known without awaiting."""
         if self._state != _NEW:
             raise SessionError("a session can be entered only once; call sessions.open() again")
         sessions = self._sessions
         sessions.stats.opened += 1
-        self.key = await sessions.resolve(self._update)
+        update = self._update
+        if type(update) is str and update:
+            return sessions.prefix + update
+        return _RESOLVE
+
+    def _opened(self, key: str | None) -> bool:
+        """The session is open for ``key``; True when it is to be read now (not lazy)."""
+        self.key = key
         self._state = _OPEN
-        if self.key is None:
-            sessions.stats.without_key += 1
+        if key is None:
+            self._sessions.stats.without_key += 1
             return False
-        return not sessions.lazy
+        return not self._sessions.lazy
+
+    async def _lock(self, key: str) -> None:
+        guard = self._sessions.isolation.guard(key)
+        if guard is not None:
+            await guard.__aenter__()
+            self._guard = guard
+
+    async def _read(self, key: str, lock: bool = True) -> None:
+        """Take the guard (unless already taken) and read; on failure nothing is held or loaded."""
+        sessions = self._sessions
+        if lock:
+            await self._lock(key)
+        try:
+            self._original = self._value = await sessions.storage.get(key, _MISSING)
+        except BaseException:
+            await self._release()
+            raise
+        sessions.stats.reads += 1
+        self._loaded = True
+
+    async def _release(self) -> None:
+        guard = self._guard
+        if guard is not None:
+            self._guard = None
+            await guard.__aexit__(None, None, None)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._finish(exc_type is None)
-
-    async def _lock(self) -> None:
-        guard = self._sessions.isolation.guard(self.key)  # type: ignore[arg-type]
-        if guard is not None:
-            await guard.acquire()
-            self._guard = guard
-
-    async def _read(self) -> None:
-        """Read under the guard; on failure the guard is let go and nothing is loaded."""
-        try:
-            self._original = self._value = await self._sessions.storage.get(self.key, _MISSING)  # type: ignore[arg-type]
-        except BaseException:
-            await self._release()
-            raise
-        self._sessions.stats.reads += 1
-        self._loaded = True
-
-    async def _release(self) -> None:
-        guard, self._guard = self._guard, None
-        if guard is not None:
-            await guard.release()
-
-    async def _finish(self, save: bool) -> None:
-        """Write back what changed (when ``save``) and let go of the guard; the session closes."""
-        loaded, self._loaded, self._state = self._loaded, False, _CLOSED
+        """Write back what changed, unless the body raised; then let go of the guard."""
+        loaded = self._loaded
+        self._loaded = False
+        self._state = _CLOSED
         stats = self._sessions.stats
-        if not loaded:
-            if self.key is not None:
-                stats.untouched += 1
-            await self._release()
-            return
         try:
-            if save:
-                await self._save()
-            else:
+            if not loaded:
+                if self.key is not None and self._sessions.lazy:
+                    stats.untouched += 1
+            elif exc_type is not None:
                 stats.discarded += 1
+            else:
+                action = self._plan()
+                if action != _KEEP:
+                    await self._apply(action)
         finally:
-            await self._release()
+            if self._guard is not None:
+                await self._release()
 
-    async def _save(self) -> None:
-        sessions, key, stats = self._sessions, self.key, self._sessions.stats
-        assert key is not None
+    def _plan(self) -> int:
+        """What the end of the body needs: keep, write, delete or touch. Counts what it saves."""
+        stats = self._sessions.stats
         value, original = self._value, self._original
         if value is self._fresh_value and value is not _MISSING and self._freeze(value) == self._fresh:
-            value = _MISSING  # an initial() value nobody changed: storing it would only cost
+            value = self._value = _MISSING  # an initial() value nobody changed: not worth storing
             if original is _MISSING:
                 stats.initial_not_saved += 1
-                return
+                return _KEEP
         if value is _MISSING:
-            if original is _MISSING:
-                return
-            if self._guard is not None:
-                await self._guard.verify()
-            await sessions.storage.delete(key)
-            stats.deletes += 1
-            return
-        if original is not _MISSING:
-            baseline = self._baseline
-            if value is original and baseline is _MISSING:
-                unchanged = True  # never handed out: nobody could have changed it
-            else:
-                if baseline is _MISSING:
-                    baseline = self._freeze(original)
-                unchanged = self._freeze(value) == baseline
-            if unchanged:
-                stats.unchanged += 1
-                if sessions.ttl is not None:
-                    await self._touch(key, value)
-                return
-        if self._guard is not None:
-            await self._guard.verify()
-        await sessions.storage.set(key, value, ttl=sessions.ttl)
-        stats.writes += 1
+            return _KEEP if original is _MISSING else _DELETE
+        if original is _MISSING:
+            return _WRITE
+        baseline = self._baseline
+        if value is original and baseline is _MISSING:
+            pass  # never handed out: nobody could have changed it
+        elif self._freeze(value) != (self._freeze(original) if baseline is _MISSING else baseline):
+            return _WRITE
+        stats.unchanged += 1
+        return _KEEP if self._sessions.ttl is None else _TOUCH
 
-    async def _touch(self, key: str, value: Any) -> None:
-        """Sliding expiry for an unchanged session; rewrite it if it expired since the read."""
-        storage = self._sessions.storage
-        assert is_ttl_storage(storage)
-        if self._guard is not None:
-            await self._guard.verify()
-        stats = self._sessions.stats
-        stats.touches += 1
-        if not await storage.touch(key, self._sessions.ttl):
-            await storage.set(key, value, ttl=self._sessions.ttl)
+    async def _apply(self, action: int) -> None:
+        sessions, key, stats = self._sessions, self.key, self._sessions.stats
+        assert key is not None
+        guard = self._guard
+        if type(guard) is LeaseGuard:
+            await guard.verify()
+        storage = sessions.storage
+        if action == _WRITE:
+            await storage.set(key, self._value, ttl=sessions.ttl)
             stats.writes += 1
+        elif action == _DELETE:
+            await storage.delete(key)
+            stats.deletes += 1
+        else:  # sliding expiry for an unchanged session; rewritten if it expired since the read
+            stats.touches += 1
+            if not await storage.touch(key, sessions.ttl):  # type: ignore[attr-defined]
+                await storage.set(key, self._value, ttl=sessions.ttl)
+                stats.writes += 1
 
     def __repr__(self) -> str:
         state = ("new", "open", "closed")[self._state]
