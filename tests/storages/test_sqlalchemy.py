@@ -78,10 +78,16 @@ class TestSQLite(_SQLAlchemyConformance):
 # -- configuration ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"])
+def test_in_memory_sqlite_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="in-memory"):
+        SQLAlchemyStorage(url)
+
+
 @pytest.mark.parametrize("table", ["", "Bot", "1st", "a-b", "x; DROP TABLE y", "t" * 49, "ключ", 5, None])
 def test_table_name_is_validated(table: Any) -> None:
     with pytest.raises(ConfigError):
-        SQLAlchemyStorage("sqlite+aiosqlite://", table=table)
+        SQLAlchemyStorage("sqlite+aiosqlite:///bot.db", table=table)
 
 
 def test_from_url_picks_the_async_driver_and_splits_options() -> None:

@@ -72,14 +72,25 @@ async def _rows(conn: AsyncConnection, stmt: Executable, params: dict[str, Any])
     return list((await conn.execute(stmt, params)).all())
 
 
-def _check_driver(driver: str) -> None:
-    """Refuse a driver known to corrupt this storage's queries, with the fix in the message.
+def _check_engine(engine: AsyncEngine) -> None:
+    """Refuse engines this storage cannot work on, with the fix in the message."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or "mode=memory" in database or url.query.get("mode") == "memory":
+            # One connection shared by concurrent transactions: they would interleave.
+            raise ConfigError(
+                "in-memory SQLite is private to one connection; give a file path, or use MemoryStorage"
+            )
+    if engine.dialect.driver == "aiomysql":
+        _check_aiomysql()
 
-    aiomysql 0.3.2 cannot send ``bytes`` parameters with PyMySQL 1.2.3+ (aio-libs/aiomysql#1080):
-    every key here is bytes, so nothing would work. Probed by behaviour, not version numbers.
+
+def _check_aiomysql() -> None:
+    """aiomysql 0.3.2 cannot send ``bytes`` with PyMySQL 1.2.3+ (aio-libs/aiomysql#1080).
+
+    Every key here is bytes, so nothing would work. Probed by behaviour, not version numbers.
     """
-    if driver != "aiomysql":
-        return
     from aiomysql.connection import Connection
 
     try:
@@ -173,7 +184,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
             except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:  # e.g. a sync driver
                 raise ConfigError(f"cannot create an engine for {engine_or_url!r}: {exc}") from exc
             self._owns_engine = True
-        _check_driver(self._engine.dialect.driver)
+        _check_engine(self._engine)
         self._sql = Statements(self._schema, self._engine.dialect)
         self._ready = False
         self._ready_lock = asyncio.Lock()
