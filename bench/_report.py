@@ -21,6 +21,7 @@ class Check:
     limit: float
     at_most: bool = False
     why_missing: str = ""
+    unit: str = "x"
 
     @property
     def status(self) -> str:
@@ -30,8 +31,9 @@ class Check:
         return "PASS" if ok else "FAIL"
 
     def row(self) -> list[str]:
-        measured = "-" if self.value is None else f"{self.value:.2f}x"
-        target = f"{'<=' if self.at_most else '>='} {self.limit:g}x"
+        shown = f"{self.value:.2f}" if self.unit == "x" else f"{self.value:g}"
+        measured = "-" if self.value is None else shown + self.unit
+        target = f"{'<=' if self.at_most else '>='} {self.limit:g}{self.unit}"
         return [self.label, measured, target, self.status, self.why_missing]
 
 

@@ -1,11 +1,200 @@
-"""Sessions: placeholder until botstate.sessions exists."""
+"""Sessions: what ``open -> modify -> close`` costs over the raw ``get`` + ``set`` it replaces.
+
+Each subject's timed operation is one whole update on one key: the raw pair reads the chat's dict,
+bumps a counter and writes it back; the session does the same through ``Sessions`` with its
+defaults (eager, local isolation). Both run on separate but identical storages of the same backend,
+side by side in the same run. Backend calls are counted through a forwarding wrapper, so the
+I/O rules (an untouched lazy session reads nothing and writes nothing) are checked, not assumed.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from _report import GroupReport
+from _embedded import has_module
+from _report import Check, GroupReport, find, render
+from _workload import Bound, Case, Result, Skip, Subject, Workload, measure
+
+from botstate import MemoryStorage
+
+UPDATE = Case("get", 1)  # each "get" of these subjects is one whole update, sequentially
+Opener = Callable[[str], AbstractAsyncContextManager[Any]]
+
+
+def _sessions_module() -> Any:
+    if not has_module("botstate.sessions"):
+        raise Skip("botstate.sessions does not exist yet")
+    import botstate.sessions
+
+    return botstate.sessions
+
+
+def backends(directory: Path) -> dict[str, Opener]:
+    """Storage openers by backend name; each call opens a fresh storage of that backend."""
+
+    def memory(label: str) -> Any:
+        return MemoryStorage[Any]()
+
+    found: dict[str, Opener] = {"MemoryStorage": memory}
+    if has_module("botstate.storages.sqlite"):
+        from botstate import SQLiteStorage
+
+        def sqlite(label: str) -> Any:
+            return SQLiteStorage[Any](str(directory / f"sessions-{label}.db"))
+
+        found["SQLiteStorage"] = sqlite
+    return found
+
+
+@asynccontextmanager
+async def raw_pair(w: Workload, opener: Opener) -> AsyncIterator[Bound]:
+    async with opener("raw") as storage:
+        get, put = storage.get, storage.set
+
+        async def update(key: str) -> Any:
+            value = await get(key)
+            value["count"] += 1
+            await put(key, value)
+            return value
+
+        yield Bound(update, put)
+
+
+@asynccontextmanager
+async def session_update(w: Workload, opener: Opener, lazy_untouched: bool) -> AsyncIterator[Bound]:
+    sessions_module = _sessions_module()
+    label = "lazy" if lazy_untouched else "session"
+    async with opener(label) as storage:
+        sessions = sessions_module.Sessions(storage, lazy=lazy_untouched)
+        open_session = sessions.open
+
+        async def update(key: str) -> bool:
+            async with open_session(key) as session:
+                session.data["count"] += 1
+            return True
+
+        async def untouched(key: str) -> bool:
+            async with open_session(key):
+                pass
+            return True
+
+        async def put(key: str, value: Any) -> None:
+            await storage.set(sessions.storage_key(key), value)
+
+        yield Bound(untouched if lazy_untouched else update, put)
+
+
+class CountingStorage:
+    """Forwards everything to a storage and counts calls of its public methods."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+async def calls_per_update(opener: Opener, updates: int = 100) -> dict[str, float]:
+    """Backend calls per update for a modified, a read-only and an untouched lazy session."""
+    sessions_module = _sessions_module()
+    keys = [f"chat:{i}" for i in range(updates)]
+    counts: dict[str, float] = {}
+    async with opener("calls") as storage:
+        counting = CountingStorage(storage)
+        for label, lazy in (("modified", False), ("read only", False), ("untouched lazy", True)):
+            sessions = sessions_module.Sessions(counting, lazy=lazy, name=label.replace(" ", "-"))
+            for i, key in enumerate(keys):
+                await storage.set(sessions.storage_key(key), {"state": "menu", "count": i, "lang": "en"})
+            counting.calls.clear()
+            for key in keys:
+                async with sessions.open(key) as session:
+                    if label == "modified":
+                        session.data["count"] += 1
+                    elif label == "read only":
+                        assert session.data["lang"] == "en"
+            counts[label] = sum(counting.calls.values()) / updates
+    return counts
 
 
 async def sessions_group(ctx: Any) -> GroupReport:
-    return GroupReport("Sessions", "Sessions\n  skipped: botstate.sessions does not exist yet", [])
+    w = dataclasses.replace(ctx.workload, ops=ctx.session_updates)
+    title = f"Sessions: {w.ops:,} sequential updates over {w.keys:,} keys, updates/s (median of {w.repeats})"
+    try:
+        _sessions_module()
+    except Skip as exc:
+        return GroupReport(title, f"{title}\n  skipped: {exc}", [])
+    rows: list[list[str]] = []
+    checks: list[Check] = []
+    with tempfile.TemporaryDirectory(prefix="botstate-bench-") as tmp:
+        openers = backends(Path(tmp))
+        subjects: list[Subject] = []
+        for backend, opener in openers.items():
+            subjects += [
+                Subject(f"{backend} raw", lambda w, o=opener: raw_pair(w, o), baseline=True),
+                Subject(f"{backend} session", lambda w, o=opener: session_update(w, o, False)),
+                Subject(f"{backend} lazy", lambda w, o=opener: session_update(w, o, True)),
+            ]
+        results = await measure(subjects, w, ctx.log, cases=[UPDATE])
+        for backend, opener in openers.items():
+            calls = await calls_per_update(opener)
+            raw, session, lazy = (_rate(results, f"{backend} {kind}") for kind in ("raw", "session", "lazy"))
+            overhead = raw / session if raw and session else None
+            rows.append(
+                [
+                    f"botstate {backend}",
+                    _fmt(raw),
+                    _fmt(session),
+                    f"{overhead:.2f}x" if overhead else "-",
+                    _fmt(lazy),
+                    " / ".join(f"{calls[k]:g}" for k in ("modified", "read only", "untouched lazy")),
+                ]
+            )
+            checks.append(
+                Check(f"session update vs raw get + set on {backend} (time)", overhead, 1.3, at_most=True)
+            )
+            checks.append(
+                Check(
+                    f"backend calls of an untouched lazy session on {backend}",
+                    calls["untouched lazy"],
+                    0,
+                    True,
+                    unit="",
+                )
+            )
+    headers = [
+        "backend",
+        "raw get + set",
+        "session",
+        "overhead",
+        "untouched lazy",
+        "calls: modified / read / lazy",
+    ]
+    text = render(title, headers, rows, ctx.markdown)
+    errors = [f"{r.name}: {r.error}" for r in results if r.error]
+    if errors:
+        text += "\n\n" + "\n".join(("- " if ctx.markdown else "  ") + e for e in errors)
+    return GroupReport(title, text, checks)
+
+
+def _rate(results: list[Result], name: str) -> float | None:
+    result = find(results, name)
+    return result.ops(UPDATE.label) if result else None
+
+
+def _fmt(rate: float | None) -> str:
+    return f"{rate:,.0f}" if rate else "-"

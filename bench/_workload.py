@@ -184,9 +184,13 @@ def _describe(exc: BaseException) -> str:
 
 
 async def measure(
-    subjects: Sequence[Subject], workload: Workload, log: Callable[[str], None]
+    subjects: Sequence[Subject],
+    workload: Workload,
+    log: Callable[[str], None],
+    cases: Sequence[Case] | None = None,
 ) -> list[Result]:
-    """Open every subject, prefill it, then run all cases on all subjects ``repeats`` times."""
+    """Open every subject, prefill it, then run the cases (default: the workload's four) on all
+    subjects ``repeats`` times."""
     results = [Result(s.name, s.baseline, s.note) for s in subjects]
     async with AsyncExitStack() as stack:
         live: list[tuple[Result, Bound]] = []
@@ -206,9 +210,11 @@ async def measure(
         gc.freeze()  # what is loaded by now (peers' modules, prefilled data) is never scanned again
         plans: dict[str, list[_Plan]] = {}
         for result, bound in live:
-            cases = [c for c in workload.cases if bound.max_width is None or c.width <= bound.max_width]
+            todo = [
+                c for c in cases or workload.cases if bound.max_width is None or c.width <= bound.max_width
+            ]
             try:
-                plans[result.name] = [await _plan(bound, case, workload) for case in cases]
+                plans[result.name] = [await _plan(bound, case, workload) for case in todo]
             except Exception as exc:
                 result.error = f"failed warming up: {_describe(exc)}"
                 log(f"  {result.name}: {result.error}")
