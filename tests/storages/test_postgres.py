@@ -183,3 +183,16 @@ async def test_a_table_dropped_by_hand_is_created_again(postgres_dsn: str, table
         await storage.set("k", 2)
         async with storage.lock("k") as held:
             assert held.token >= 1
+
+
+async def test_malformed_connection_settings_are_a_config_error(postgres_dsn: str, table: str) -> None:
+    storage: PostgresStorage = PostgresStorage(f"{postgres_dsn}?sslmode=bogus", table=table)
+    with pytest.raises(ConfigError):
+        await storage.start()
+
+
+async def test_any_str_is_a_key_lone_surrogates_included(postgres_dsn: str, table: str) -> None:
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        await storage.set("half \ud83d pair", 1)
+        assert await storage.get("half \ud83d pair") == 1
+        assert [key async for key in storage.keys("half*")] == ["half \ud83d pair"]

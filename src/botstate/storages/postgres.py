@@ -81,12 +81,13 @@ class _NoResetConnection(asyncpg.Connection):  # type: ignore[misc]
 
 
 def _raw_key(key: str) -> bytes:
+    """UTF-8, lone surrogates included: every Python str is a valid key and comes back unchanged."""
     return key.encode("utf-8", "surrogatepass")
 
 
 def _ids(key: str) -> tuple[bytes, bytes | None]:
     """A key's primary-key bytes and, for a long key, the full key to store beside its digest."""
-    raw = key.encode("utf-8", "surrogatepass")
+    raw = _raw_key(key)
     if len(raw) <= INLINE_KEY_BYTES:
         return raw, None
     return key_id(raw), raw
@@ -110,10 +111,10 @@ class PostgresLock:
 
     async def extend(self, lease: float | None = None) -> None:
         """Restart the lease from now; ``LockError`` if it already ran out (another may hold it)."""
+        lease_ms = _lease_ms(self._lease if lease is None else lease)
         if lease is not None:
             self._lease = lease
         storage = self._storage
-        lease_ms = _lease_ms(self._lease)
         if not await storage._run(
             "fetchval", storage._sql.lock_extend, self._id, self._token, lease_ms, key=self._key
         ):
@@ -225,6 +226,8 @@ class PostgresStorage(BaseStorage[V]):
                     raise
             except (StorageError, ConfigError):
                 raise
+            except ValueError as exc:  # asyncpg's ClientConfigurationError: a malformed DSN or option
+                raise ConfigError(f"invalid PostgreSQL connection settings: {exc}") from exc
             except Exception as exc:
                 raise self._failed(exc, None) from exc
             self._pool = pool
@@ -281,7 +284,7 @@ class PostgresStorage(BaseStorage[V]):
         """The botstate error for a client exception; botstate's own errors pass unchanged."""
         if isinstance(exc, StorageError):
             return exc
-        if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, asyncpg.exceptions.DataError):
+        if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, ValueError):  # ValueError: bad arguments
             return self._unavailable(exc, key)
         return self._error(f"{type(exc).__name__}: {exc}", key)
 
@@ -294,7 +297,7 @@ class PostgresStorage(BaseStorage[V]):
         statement sent once more.
         """
         try:
-            pool = self._pool if self._pool is not None else await self._connected()
+            pool = self._pool or await self._connected()
             try:
                 return await getattr(pool, method)(sql, *args)
             except _RETRYABLE:
@@ -307,7 +310,7 @@ class PostgresStorage(BaseStorage[V]):
     # -- Storage: get and set go through their lanes -------------------------------------------
 
     async def _fetch_one(self, id_: bytes) -> bytes | None:
-        pool = self._pool if self._pool is not None else await self._connected()
+        pool = self._pool or await self._connected()
         try:
             data: bytes | None = await pool.fetchval(self._sql.get, id_)
         except _RETRYABLE:
@@ -315,7 +318,7 @@ class PostgresStorage(BaseStorage[V]):
         return data
 
     async def _get_batch(self, ids: Sequence[bytes]) -> list[bytes | None]:
-        pool = self._pool if self._pool is not None else await self._connected()
+        pool = self._pool or await self._connected()
         unique = list(set(ids))
         try:
             rows = await pool.fetch(self._sql.get_many, unique)
@@ -359,7 +362,7 @@ class PostgresStorage(BaseStorage[V]):
     async def _write_rows(self, rows: list[tuple[bytes, bytes | None, bytes, int | None]]) -> None:
         """Upsert distinct rows in one statement (all or nothing); retried once on a dead connection,
         which is safe because writing the same rows twice leaves the same result."""
-        pool = self._pool if self._pool is not None else await self._connected()
+        pool = self._pool or await self._connected()
         columns = [list(column) for column in zip(*rows, strict=True)]
         try:
             await pool.execute(self._sql.set_many, *columns)
@@ -382,7 +385,7 @@ class PostgresStorage(BaseStorage[V]):
                 return
             lane.busy = True
             try:
-                pool = self._pool if self._pool is not None else await self._connected()
+                pool = self._pool or await self._connected()
                 try:
                     await pool.execute(self._sql.set, id_, long_key, data, ttl_ms)
                 except _RETRYABLE:
@@ -595,7 +598,7 @@ class PostgresStorage(BaseStorage[V]):
     async def health(self) -> bool:
         """True when the server answers; False (never an exception) when it does not."""
         try:
-            pool = self._pool if self._pool is not None else await self._connected()
+            pool = self._pool or await self._connected()
             return bool(await pool.fetchval("SELECT true", timeout=5))
         except Exception:
             return False
