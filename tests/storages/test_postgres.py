@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from botstate import ConfigError, LockError, open_storage
-from botstate.testing import StorageConformance
+from botstate import ConfigError, CorruptValueError, LockError, open_storage
+from botstate.testing import StorageConformance, SwitchableCodec
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -196,3 +196,19 @@ async def test_any_str_is_a_key_lone_surrogates_included(postgres_dsn: str, tabl
         await storage.set("half \ud83d pair", 1)
         assert await storage.get("half \ud83d pair") == 1
         assert [key async for key in storage.keys("half*")] == ["half \ud83d pair"]
+
+
+async def test_a_corrupt_value_fails_only_its_own_caller_among_concurrent_gets(
+    postgres_dsn: str, table: str
+) -> None:
+    codec = SwitchableCodec()
+    async with PostgresStorage(postgres_dsn, table=table, codec=codec) as storage:
+        await storage.set_many({f"ok:{i}": i for i in range(30)})
+        codec.raw = True
+        await storage.set("bad", b"\xff not json")
+        codec.raw = False
+        keys = [f"ok:{i}" for i in range(15)] + ["bad"] + [f"ok:{i}" for i in range(15, 30)]
+        results = await asyncio.gather(*(storage.get(key) for key in keys), return_exceptions=True)
+        assert isinstance(results[15], CorruptValueError)
+        assert results[15].key == "bad"
+        assert results[:15] + results[16:] == list(range(30))

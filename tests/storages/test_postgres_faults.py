@@ -110,6 +110,12 @@ async def test_a_stopped_server_is_unavailable_and_a_restart_recovers(
         with pytest.raises(StorageUnavailable) as info:
             await asyncio.wait_for(storage.get("k"), 15)  # refused at once; the bound only guards a hang
         assert info.value.key == "k"
+        keys = [f"k:{i}" for i in range(20)]  # concurrent calls share statements: each gets its error
+        results = await asyncio.wait_for(
+            asyncio.gather(*(storage.get(key) for key in keys), return_exceptions=True), 15
+        )
+        assert [type(result) for result in results] == [StorageUnavailable] * 20
+        assert [result.key for result in results if isinstance(result, StorageUnavailable)] == keys
         with pytest.raises(StorageUnavailable):
             await asyncio.wait_for(storage.set("k", "during"), 15)
         assert await asyncio.wait_for(storage.health(), 15) is False
