@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -41,10 +42,16 @@ def _free_port(cluster: bool = False) -> int:
     raise RuntimeError("no free loopback port pair found")
 
 
-def _ping(port: int) -> str | None:
+def _ping(port: int, tls: bool = False) -> str | None:
     """The server's answer to PING, or None when nothing answers yet."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as plain:
+            sock = plain
+            if tls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                sock = context.wrap_socket(plain)
             sock.sendall(b"PING\r\n")
             return sock.recv(64).decode(errors="replace")
     except OSError:
@@ -52,17 +59,36 @@ def _ping(port: int) -> str | None:
 
 
 class RedisServer:
-    """One redis-server with AOF on every write (``appendfsync always``); restartable on its port."""
+    """One redis-server with AOF on every write (``appendfsync always``); restartable on its port.
 
-    def __init__(self, *extra: str, cluster: bool = False) -> None:
+    With ``tls`` it listens for TLS only, with a self-signed certificate made by ``openssl`` in its
+    directory (``self.certificate``, to trust as the CA).
+    """
+
+    def __init__(self, *extra: str, cluster: bool = False, tls: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="botstate-redis-"))
         self.port = _free_port(cluster)
         self.extra = list(extra)
+        self.tls = tls
+        self.certificate = self.dir / "cert.pem"
         self.process: subprocess.Popen[bytes] | None = None
+        if tls:
+            key = self.dir / "key.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                 "-keyout", str(key), "-out", str(self.certificate)],
+                capture_output=True, timeout=30, check=True,
+            )  # fmt: skip
+            self.extra += [
+                "--tls-port", str(self.port), "--port", "0",
+                "--tls-cert-file", str(self.certificate), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(self.certificate), "--tls-auth-clients", "no",
+            ]  # fmt: skip
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
         args = [
@@ -82,7 +108,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: {self.log()}")
-            if (_ping(self.port) or "").startswith("+PONG"):
+            if (_ping(self.port, self.tls) or "").startswith("+PONG"):
                 return
             time.sleep(0.05)
         self.kill()
@@ -175,23 +201,23 @@ def _skip_or_fail(what: str, exc: BaseException) -> None:
     pytest.skip(f"cannot run a throwaway {what}: {exc}")
 
 
-def _binaries() -> None:
-    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+def _binaries(*names: str) -> None:
+    missing = [name for name in ("redis-server", "redis-cli", *names) if shutil.which(name) is None]
     if missing:
         raise RuntimeError(f"not on PATH: {missing}")
 
 
-def redis_server_or_skip() -> RedisServer:
+def redis_server_or_skip(tls: bool = False) -> RedisServer:
     """A started throwaway server, or skip with the reason (fail under ``CI=true``)."""
     try:
-        _binaries()
-        server = RedisServer()
+        _binaries(*(["openssl"] if tls else []))
+        server = RedisServer(tls=tls)
         try:
             server.start()
         except BaseException:
             server.destroy()
             raise
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         _skip_or_fail("redis-server", exc)
         raise
     return server
@@ -207,7 +233,7 @@ def redis_cluster_or_skip() -> RedisCluster:
         except BaseException:
             cluster.destroy()
             raise
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         _skip_or_fail("Redis cluster", exc)
         raise
     return cluster

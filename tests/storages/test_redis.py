@@ -15,6 +15,7 @@ from botstate.testing import StorageConformance
 
 redis = pytest.importorskip("redis.asyncio")
 
+from _redis_servers import redis_server_or_skip  # noqa: E402
 from botstate.storages.redis import RedisStorage  # noqa: E402
 
 
@@ -148,6 +149,19 @@ async def test_open_storage_urls(redis_url: str, unique: str) -> None:
         assert await storage.clear() == 1
     with pytest.raises(ConfigError):
         RedisStorage("http://localhost")
+
+
+async def test_tls_url_with_redis_py_options(unique: str) -> None:
+    server = redis_server_or_skip(tls=True)
+    try:
+        url = f"{server.url}?ssl_ca_certs={server.certificate}&prefix={unique}:&timeout=5"
+        async with open_storage(url) as storage:
+            await storage.set("k", {"over": "tls"})
+            assert await storage.get("k") == {"over": "tls"}
+            async with storage.lock("k", lease=5) as held:
+                assert held.token > 0
+    finally:
+        server.destroy()
 
 
 async def test_cas_honours_equal_values_stored_in_another_order(storage: RedisStorage[Any], raw: Any) -> None:

@@ -102,13 +102,14 @@ class Lane:
                 commands = [command for item in batch for command in item.commands]
                 try:
                     replies = await self._round_trip(commands)
-                except BaseException as exc:
+                except Exception as exc:
                     for item in batch:
                         if not item.future.done():
                             item.future.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
                     continue
+                except BaseException:  # the lane itself is being torn down
+                    self._queue[:0] = batch
+                    raise
                 start = 0
                 for item in batch:
                     end = start + len(item.commands)
@@ -122,9 +123,9 @@ class Lane:
                             future.set_result(replies[start])
                     start = end
         finally:
-            for item in self._queue:  # only when cancelled: nothing is left waiting forever
+            for item in self._queue:  # only when cancelled: nobody is left waiting forever
                 if not item.future.done():
-                    item.future.set_exception(RedisConnectionError("the storage was closed"))
+                    item.future.set_exception(RedisConnectionError("the storage was closed mid-request"))
             self._queue = []
             self._busy = False
             self._drainer = None
