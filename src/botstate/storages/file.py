@@ -4,7 +4,7 @@ Layout of ``directory``::
 
     <sha256(key)>.entry          one entry: header (magic, expiry, key) + the codec's bytes
     <sha256(key)>.<random>.tmp   a write in progress (or left by a crash; ``sweep`` removes it)
-    .locks/<sha256(key)>.write   held (flock) while one writer changes the entry
+    .locks/<2 hex digits>.write  one of 256 write-lock stripes, held (flock) while an entry changes
     .locks/<sha256(key)>.lock    held (flock) by the owner of ``lock(key)``; holds token and lease
     .locks/guard                 serialises lock hand-overs; holds the fencing-token counter
 
@@ -107,14 +107,9 @@ def _unpack(raw: bytes, where: Path) -> tuple[str, int, bytes]:
     return key, expires_at, raw[end:]
 
 
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether ``path`` still names the file open as ``fd`` (not unlinked nor replaced meanwhile)."""
-    try:
-        now = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+def _stripe(name: str) -> str:
+    """The write-lock stripe of an entry: 256 lock files, so the lock directory never grows."""
+    return name[:2]
 
 
 class _Files:
@@ -221,35 +216,19 @@ class _Files:
 
     @contextmanager
     def _write_lock(self, name: str, *, wait: bool = True) -> Iterator[bool]:
-        """Hold the key's write lock (yields True), or yield False if ``wait`` is off and it is busy.
-
-        The lock file is removed on release so the lock directory does not grow with every key
-        ever written; a waiter that locked the removed file notices (``_same_file``) and retries.
-        """
-        path = self.locks / (name + ".write")
-        while True:
-            fd = self._create(path, os.O_RDWR)
+        """Hold the entry's write-lock stripe (yields True), or yield False if ``wait`` is off and
+        it is busy. Stripe files are never removed: creating and unlinking a lock file per write
+        would double the metadata operations of every write."""
+        fd = self._create(self.locks / f"{_stripe(name)}.write", os.O_RDWR)
+        try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
-                fd = -1
-            except BaseException:
-                os.close(fd)
-                raise
-            if fd < 0 or _same_file(fd, path):
-                break
-            os.close(fd)
-        if fd < 0:
-            yield False
-            return
-        try:
+                yield False
+                return
             yield True
         finally:
-            try:
-                self._unlink_quietly(path)
-            finally:
-                os.close(fd)
+            os.close(fd)
 
     def put(self, key: str, payload: bytes, ttl_ms: int | None) -> None:
         name = _name(key)
@@ -382,10 +361,6 @@ class _Files:
             files = os.listdir(self.locks)
         except FileNotFoundError:
             return
-        for file in files:
-            if file.endswith(".write"):
-                with self._write_lock(file[: -len(".write")], wait=False):
-                    pass  # taking and releasing the lock removes its file
         if any(file.endswith((".lock", ".steal")) for file in files):
             with self._guard():
                 for file in files:
@@ -636,7 +611,8 @@ class FileStorage(BaseStorage[V]):
         super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
         self.directory = Path(os.path.abspath(directory))  # immune to a later chdir
         self._files = _Files(self.directory, fsync)
-        self._writers = KeyedLocks()  # one worker thread per key waits on its flock, not a queue of them
+        # Writers of one stripe queue here, so no worker thread sits blocked on a stripe's flock.
+        self._writers = KeyedLocks()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -676,13 +652,13 @@ class FileStorage(BaseStorage[V]):
             bad_key(key)
         ttl_ms = self._ttl(ttl)
         data = self._encode_value(key, value)
-        async with self._writers.hold(key):
+        async with self._writers.hold(_stripe(_name(key))):
             await self._call(self._files.put, key, data, ttl_ms, key=key)
 
     async def delete(self, key: str) -> bool:
         if type(key) is not str or not key:
             bad_key(key)
-        async with self._writers.hold(key):
+        async with self._writers.hold(_stripe(_name(key))):
             return await self._call(self._files.delete, key, key=key)
 
     async def has(self, key: str) -> bool:
@@ -718,7 +694,7 @@ class FileStorage(BaseStorage[V]):
     async def _modify(
         self, key: str, change: Callable[[bytes | None, int], tuple[bytes, int] | None]
     ) -> bool:
-        async with self._writers.hold(key):
+        async with self._writers.hold(_stripe(_name(key))):
             return await self._call(self._files.modify, key, change, key=key)
 
     # -- TtlStorage -------------------------------------------------------------------------------
