@@ -242,6 +242,24 @@ async def test_a_cancelled_caller_does_not_break_the_others(storage: RedisStorag
     assert await storage.get("k3") == 3
 
 
+async def test_replies_reach_their_own_callers_while_others_are_cancelled(storage: RedisStorage[Any]) -> None:
+    async def worker(i: int) -> None:
+        for step in range(5):
+            await storage.set(f"c{i}", [i, step])
+            assert await storage.get(f"c{i}") == [i, step]
+
+    tasks = [asyncio.ensure_future(worker(i)) for i in range(100)]
+    for i in range(0, 100, 7):  # cancel a spread of callers at different points of their work
+        for _ in range(i % 3):
+            await asyncio.sleep(0)
+        tasks[i].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i % 7:
+            assert result is None, result  # finished, every read saw its own write
+    assert await storage.get_many([f"c{i}" for i in range(1, 7)]) == [[i, 4] for i in range(1, 7)]
+
+
 async def test_unreachable_server_is_storage_unavailable(unused_tcp_port: int) -> None:
     storage: RedisStorage[Any] = RedisStorage(f"redis://127.0.0.1:{unused_tcp_port}/0", timeout=1)
     with pytest.raises(StorageUnavailable) as info:
