@@ -98,3 +98,27 @@ async def test_a_session_whose_lock_was_lost_writes_nothing() -> None:
     with pytest.raises(LockError, match="changes were not saved"):
         await handler()
     assert await storage.has("session:counter") is False
+
+
+async def test_lock_timeout_bounds_the_wait_for_a_busy_key() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    sessions = Sessions(storage, initial=int, lock_timeout=0.05)
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with sessions.open("counter") as session:
+            session.data = 1
+            await release.wait()
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+
+    async def waiter() -> None:
+        async with sessions.open("counter") as session:
+            session.data = 2
+
+    with pytest.raises(LockError):
+        await waiter()
+    release.set()
+    await task
+    assert await storage.get("session:counter") == 1

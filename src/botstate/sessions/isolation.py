@@ -49,13 +49,14 @@ class _NoIsolation:
 
 
 class _LocalIsolation:
-    __slots__ = ("locks",)
+    __slots__ = ("locks", "timeout")
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None) -> None:
         self.locks = KeyedLocks()
+        self.timeout = timeout
 
     def guard(self, key: str) -> Guard:
-        return self.locks.hold(key)
+        return self.locks.hold(key, timeout=self.timeout)
 
 
 class LeaseGuard:
@@ -74,7 +75,7 @@ class LeaseGuard:
         "_storage",
         "_timeout",
         "_timer",
-    )  # fmt: skip
+    )
 
     def __init__(self, isolation: _DistributedIsolation, key: str) -> None:
         self._storage = isolation.storage
@@ -82,7 +83,7 @@ class LeaseGuard:
         self._key = key
         self._lease = isolation.lease
         self._timeout = isolation.timeout
-        self._local = isolation.locks.hold(key)
+        self._local = isolation.locks.hold(key, timeout=isolation.timeout)
         self._remote: AbstractAsyncContextManager[Lock] | None = None
         self._lock: Lock | None = None
         self._lost: BaseException | None = None
@@ -138,12 +139,14 @@ class LeaseGuard:
             self._timer.cancel()
             self._timer = None
         renewal, self._renewal = self._renewal, None
-        if renewal is not None and not renewal.done():
+        if renewal is not None:
             renewal.cancel()
             try:
                 await renewal
             except asyncio.CancelledError:
                 pass
+            except Exception:  # a renewal that failed unexpectedly: the lease still bounds the lock
+                log.exception("botstate: renewing the session lock of %r failed", self._key)
         remote, self._remote = self._remote, None
         try:
             if remote is not None:
@@ -174,7 +177,7 @@ def make_isolation(
 ) -> Isolation:
     """The isolation for ``mode``; refuses a distributed mode the storage cannot provide."""
     if mode == "local":
-        return _LocalIsolation()
+        return _LocalIsolation(timeout)
     if mode == "none":
         return _NoIsolation()
     if mode == "distributed":

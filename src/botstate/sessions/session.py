@@ -99,13 +99,15 @@ class Sessions(Generic[T]):
     - ``lazy``: read only on ``await session.load()``.
     - ``key``: maps what ``open()`` gets to a session key (sync or async); default ``chat_key``.
     - ``isolation``: ``"local"`` (default), ``"distributed"`` (also takes the backend's lock with
-      ``lease``; waits at most ``lock_timeout`` before ``LockError``), or ``"none"``.
+      ``lease``), or ``"none"``. ``lock_timeout`` bounds each wait for a lock (``LockError``).
     """
 
+    # ``T`` comes from ``initial`` (mypy cannot infer a value type through the Storage protocol);
+    # without ``initial`` it is ``Any``: annotate ``Sessions[X | None]`` for a typed ``data``.
     @overload
     def __init__(
         self: Sessions[V],
-        storage: Storage[V],
+        storage: Storage[Any],
         *,
         initial: Callable[[], V],
         name: str = "session",
@@ -118,8 +120,8 @@ class Sessions(Generic[T]):
     ) -> None: ...
     @overload
     def __init__(
-        self: Sessions[V | None],
-        storage: Storage[V],
+        self: Sessions[Any],
+        storage: Storage[Any],
         *,
         initial: None = None,
         name: str = "session",
