@@ -16,8 +16,9 @@ key on a case-insensitive filesystem. The key itself is stored in the file, whic
 Writes go to a temporary file in the same directory, are fsynced, ``os.replace``-d over the entry
 and the directory is fsynced: a reader sees the old or the new entry, never a mix, and a crash
 leaves at worst a stray temporary file. Every change of a key (``set``, ``delete``,
-``compare_and_set``, ``increment``, ``touch``) runs under the key's ``flock``, so read-modify-write
-is atomic across processes. All blocking I/O runs in worker threads (``asyncio.to_thread``).
+``compare_and_set``, ``increment``, ``touch``) runs under the ``flock`` of the key's write-lock
+stripe, so read-modify-write is atomic across processes. All blocking I/O runs in worker threads
+(``asyncio.to_thread``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ R = TypeVar("R")
 
 _MAGIC = b"BSF1"
 _HEADER = struct.Struct(">4sqI")  # magic, expires at (wall-clock ms, 0 = never), key length
-_RECORD = struct.Struct(">qq")  # lock file: fencing token, lease end (monotonic ms)
+# Lock file: fencing token, lease end in monotonic ms (the monotonic clock is system-wide, so processes
+# agree on it and a clock change cannot end a lease early).
+_RECORD = struct.Struct(">qq")
 _ENTRY = ".entry"
 _TMP = ".tmp"
 _LOCKS = ".locks"
