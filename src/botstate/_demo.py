@@ -175,7 +175,7 @@ def io_lines(parts: dict[str, SessionStats]) -> list[str]:
         )
     share = 100 * (1 - made / naive) if naive else 0.0
     lines.append(
-        f"  {made:,} storage calls instead of {naive:,} (read + write every session): {share:.0f}% saved"
+        f"  {made:,} reads and writes instead of {naive:,} (read + write every session): {share:.0f}% saved"
     )
     return lines
 
