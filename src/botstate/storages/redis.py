@@ -124,18 +124,18 @@ class _ClusterCalls:
 class RedisStorage(BaseStorage[V]):
     """Storage on Redis, Valkey or Redis Cluster.
 
-    ``client`` is a URL (``redis://``, ``rediss://`` for TLS, ``valkey://``, ``redis+cluster://``,
-    ``rediss+cluster://``) or an existing ``redis.asyncio.Redis``/``RedisCluster``, which the storage
-    uses but never closes. ``prefix`` namespaces the entries (``clear`` and ``keys`` never look
-    outside it); lock keys live under ``lock_prefix``, outside the entries. ``timeout`` bounds
-    every round trip and connection attempt, in seconds.
+    ``client_or_url`` is a URL (``redis://``, ``rediss://`` for TLS, ``valkey://``,
+    ``redis+cluster://``, ``rediss+cluster://``) or an existing ``redis.asyncio.Redis`` or
+    ``RedisCluster``, which the storage uses but never closes. ``prefix`` namespaces the entries
+    (``clear`` and ``keys`` never look outside it); lock keys live under ``lock_prefix``, outside
+    the entries. ``timeout`` bounds every round trip and connection attempt, in seconds.
     """
 
     backend = "redis"
 
     def __init__(
         self,
-        client: str | Redis | RedisCluster = "redis://127.0.0.1:6379/0",
+        client_or_url: str | Redis | RedisCluster = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "botstate:",
         lock_prefix: str = "botstate-lock:",
@@ -156,11 +156,14 @@ class RedisStorage(BaseStorage[V]):
         self.lock_prefix = lock_prefix
         self.timeout = timeout
         self.scan_count = scan_count
-        self._owns_client = isinstance(client, str)
-        if isinstance(client, str):
-            client = self._client_from_url(client, timeout)
-        elif not isinstance(client, (Redis, RedisCluster)):
-            raise ConfigError(f"expected a URL or a redis.asyncio client, not {type(client).__name__}")
+        self._owns_client = isinstance(client_or_url, str)
+        if isinstance(client_or_url, str):
+            client = self._client_from_url(client_or_url, timeout)
+        elif isinstance(client_or_url, (Redis, RedisCluster)):
+            client = client_or_url
+        else:
+            kind = type(client_or_url).__name__
+            raise ConfigError(f"expected a URL or a redis.asyncio client, not {kind}")
         self.client: Redis | RedisCluster = client
         self._cluster: _ClusterCalls | None = None
         self._lane: Lane | None = None
