@@ -15,7 +15,9 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -195,45 +197,38 @@ class RedisCluster:
             node.destroy()
 
 
-def _skip_or_fail(what: str, exc: BaseException) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and no throwaway {what}: {exc}")
-    pytest.skip(f"cannot run a throwaway {what}: {exc}")
+class _Startable(Protocol):
+    def start(self) -> None: ...
+    def destroy(self) -> None: ...
 
 
-def _binaries(*names: str) -> None:
-    missing = [name for name in ("redis-server", "redis-cli", *names) if shutil.which(name) is None]
-    if missing:
-        raise RuntimeError(f"not on PATH: {missing}")
+S = TypeVar("S", bound=_Startable)
 
 
-def redis_server_or_skip(tls: bool = False) -> RedisServer:
-    """A started throwaway server, or skip with the reason (fail under ``CI=true``)."""
+def _started_or_skip(what: str, make: Callable[[], S], *binaries: str) -> S:
+    """``make()`` started, or skip with the reason (fail under ``CI=true``); cleaned up on failure."""
     try:
-        _binaries(*(["openssl"] if tls else []))
-        server = RedisServer(tls=tls)
+        missing = [name for name in ("redis-server", "redis-cli", *binaries) if shutil.which(name) is None]
+        if missing:
+            raise RuntimeError(f"not on PATH: {missing}")
+        server = make()
         try:
             server.start()
         except BaseException:
             server.destroy()
             raise
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        _skip_or_fail("redis-server", exc)
-        raise
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no throwaway {what}: {exc}")
+        pytest.skip(f"cannot run a throwaway {what}: {exc}")
     return server
 
 
+def redis_server_or_skip(tls: bool = False) -> RedisServer:
+    """A started throwaway server (TLS-only with ``tls``), or skip with the reason."""
+    return _started_or_skip("redis-server", lambda: RedisServer(tls=tls), *(["openssl"] if tls else []))
+
+
 def redis_cluster_or_skip() -> RedisCluster:
-    """A started throwaway 3-primary cluster, or skip with the reason (fail under ``CI=true``)."""
-    try:
-        _binaries()
-        cluster = RedisCluster()
-        try:
-            cluster.start()
-        except BaseException:
-            cluster.destroy()
-            raise
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        _skip_or_fail("Redis cluster", exc)
-        raise
-    return cluster
+    """A started throwaway 3-primary cluster, or skip with the reason."""
+    return _started_or_skip("Redis cluster", RedisCluster)
