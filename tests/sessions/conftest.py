@@ -1,15 +1,18 @@
-"""A real storage that counts its calls: the I/O rules are asserted on these counts."""
+"""Storages for the session tests: a counting one for the I/O rules, and every real backend."""
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
-from botstate import Lock, MemoryStorage
+from botstate import Lock, MemoryStorage, open_storage
 from botstate._ttl import TTL
 
 
@@ -66,3 +69,36 @@ class CountingStorage:
 @pytest.fixture
 def counting() -> CountingStorage:
     return CountingStorage()
+
+
+MODULES = {
+    "sqlite": "botstate.storages.sqlite",
+    "redis": "botstate.storages.redis",
+    "postgres": "botstate.storages.postgres",
+}
+
+
+def require_backend(name: str) -> None:
+    try:
+        importlib.import_module(MODULES[name])
+    except ImportError as exc:
+        pytest.skip(f"{name} backend not available yet ({exc})")
+
+
+@pytest.fixture(params=list(MODULES))
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend with locks shared between processes; skipped while its module is missing."""
+    require_backend(request.param)
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sessions.db'}"
+    fixture = "redis_url" if request.param == "redis" else "postgres_dsn"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest_asyncio.fixture
+async def storage(url: str, unique: str) -> AsyncIterator[Any]:
+    """The backend at ``url``; tests name their sessions ``unique``, whose keys are removed after."""
+    async with open_storage(url) as storage:
+        yield storage
+        for key in [key async for key in storage.keys(f"{unique}:*")]:
+            await storage.delete(key)

@@ -3,49 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import pytest_asyncio
-
-from botstate import open_storage
 from botstate.sessions import Sessions
 
 SCRIPT = Path(__file__).with_name("_increment.py")
-MODULES = {
-    "sqlite": "botstate.storages.sqlite",
-    "redis": "botstate.storages.redis",
-    "postgres": "botstate.storages.postgres",
-}
-
-
-def require_backend(name: str) -> None:
-    try:
-        importlib.import_module(MODULES[name])
-    except ImportError as exc:
-        pytest.skip(f"{name} backend not available yet ({exc})")
-
-
-@pytest.fixture(params=list(MODULES))
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    require_backend(request.param)
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'sessions.db'}"
-    fixture = "redis_url" if request.param == "redis" else "postgres_dsn"
-    return str(request.getfixturevalue(fixture))
-
-
-@pytest_asyncio.fixture
-async def storage(url: str, unique: str) -> AsyncIterator[Any]:
-    async with open_storage(url) as storage:
-        yield storage
-        await storage.delete(f"{unique}:counter")
 
 
 async def spawn(*args: object) -> asyncio.subprocess.Process:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import pytest
@@ -266,3 +267,37 @@ def test_ttl_and_distributed_isolation_need_the_capability() -> None:
 
 def test_default_key_is_per_chat() -> None:
     assert Sessions(MemoryStorage()).key is chat_key
+
+
+class DictAdapter:
+    """A minimal third-party adapter: the four Storage methods, no codec (values deep-copied)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.writes = 0
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        return copy.deepcopy(self.data.get(key, default))
+
+    async def set(self, key: str, value: Any, *, ttl: Any = None) -> None:
+        self.writes += 1
+        self.data[key] = copy.deepcopy(value)
+
+    async def delete(self, key: str) -> bool:
+        return self.data.pop(key, None) is not None
+
+    async def has(self, key: str) -> bool:
+        return key in self.data
+
+
+async def test_a_storage_without_codec_still_detects_changes_strictly() -> None:
+    adapter = DictAdapter()
+    adapter.data[KEY] = {"flags": [1], "name": "a"}
+    sessions = Sessions(adapter)
+    async with sessions.open(CHAT) as session:
+        assert session.data["name"] == "a"  # read only
+    assert adapter.writes == 0
+    async with sessions.open(CHAT) as session:
+        session.data["flags"][0] = True  # equal under ==, a different value
+    assert adapter.writes == 1
+    assert adapter.data[KEY]["flags"] == [True]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -25,6 +26,7 @@ from typing import Any, Final, Generic, NoReturn, TypeVar, overload
 from .._ttl import TTL, ttl_to_ms
 from ..contract import Storage, is_ttl_storage
 from ..errors import BotstateError, ConfigError, SerializationError
+from ..storages._base import same_value
 from .isolation import Guard, IsolationMode, LeaseGuard, make_isolation
 from .keys import KeyFunction, chat_key
 
@@ -159,9 +161,11 @@ class Sessions(Generic[T]):
         self.isolation = make_isolation(isolation, storage, self.backend, lease=lease, timeout=lock_timeout)
         self.stats = SessionStats()
         codec = getattr(storage, "codec", None)
-        # The storage's own codec makes the snapshot exactly what would be stored; a storage
-        # without one gets deep copies compared with ``==``.
+        # The storage's own codec makes the snapshot exactly what would be stored (bytes compare
+        # with ``==``); a storage without one (a wrapper, an adapter) gets deep copies compared
+        # strictly, so that changing ``1`` to ``True`` still counts.
         self.freeze: Callable[[Any], Any] = codec.encode if codec is not None else copy.deepcopy
+        self.same: Callable[[Any, Any], bool] = operator.eq if codec is not None else same_value
 
     def open(self, update: Any) -> Session[T]:
         """The session for ``update``: a session key (str), ``None`` (no session), or anything the
@@ -370,7 +374,8 @@ class Session(Generic[T]):
         """What the end of the body needs: keep, write, delete or touch. Counts what it saves."""
         stats = self._sessions.stats
         value, original = self._value, self._original
-        if value is self._fresh_value and value is not _MISSING and self._freeze(value) == self._fresh:
+        same = self._sessions.same
+        if value is self._fresh_value and value is not _MISSING and same(self._freeze(value), self._fresh):
             value = self._value = _MISSING  # an initial() value nobody changed: not worth storing
             if original is _MISSING:
                 stats.initial_not_saved += 1
@@ -382,7 +387,7 @@ class Session(Generic[T]):
         baseline = self._baseline
         if value is original and baseline is _MISSING:
             pass  # never handed out: nobody could have changed it
-        elif self._freeze(value) != (self._freeze(original) if baseline is _MISSING else baseline):
+        elif not same(self._freeze(value), self._freeze(original) if baseline is _MISSING else baseline):
             return _WRITE
         stats.unchanged += 1
         return _KEEP if self._sessions.ttl is None else _TOUCH
