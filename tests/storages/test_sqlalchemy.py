@@ -25,7 +25,7 @@ from botstate.testing import StorageConformance
 async def _drop_tables(engine: AsyncEngine, *tables: str) -> None:
     async with engine.begin() as conn:
         for table in tables:
-            for name in (f"{table}_locks", f"{table}_meta", table):
+            for name in (f"{table}_locks", f"{table}_version", table):
                 await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -153,9 +153,24 @@ async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
     async with SQLAlchemyStorage(url) as storage:
         await storage.set("k", 1)
         async with storage.engine.begin() as conn:
-            await conn.exec_driver_sql("UPDATE botstate_meta SET version = 99")
+            await conn.exec_driver_sql("UPDATE botstate_version SET version = 99")
     with pytest.raises(StorageError, match="schema version 99"):
         await SQLAlchemyStorage(url).start()
+
+
+async def test_a_table_of_another_layout_is_refused_and_left_alone(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE sessions (id INTEGER PRIMARY KEY, data TEXT)")
+            await conn.exec_driver_sql("INSERT INTO sessions VALUES (1, 'theirs')")
+        with pytest.raises(ConfigError, match="'sessions' exists"):
+            await SQLAlchemyStorage(engine, table="sessions").start()
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT data FROM sessions")).scalar() == "theirs"
+    finally:
+        await engine.dispose()
 
 
 # -- unavailable servers ---------------------------------------------------------------------------

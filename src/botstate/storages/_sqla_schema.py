@@ -27,12 +27,13 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    inspect,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import BindParameter
@@ -42,7 +43,7 @@ from ..errors import ConfigError
 __all__ = ["SCAN_PAGE", "SCHEMA_VERSION", "Schema", "Statements", "digest", "encode_key", "validate_table"]
 
 SCHEMA_VERSION = 1
-"""Bumped whenever the tables change; stored in ``<table>_meta`` so an old botstate refuses a newer layout."""
+"""Bumped whenever the tables change; kept in ``<table>_version``: an old botstate refuses a newer layout."""
 
 SCAN_PAGE = 500
 """Rows per page of a glob scan: each page is one short query, nothing stays open between pages."""
@@ -92,7 +93,10 @@ def is_retryable(exc: DBAPIError) -> bool:
 
 
 class Schema:
-    """The three tables: entries, locks and a one-row schema version."""
+    """The three tables: entries, locks and a one-row layout version.
+
+    All are named after the entries table, so storages with different tables never share one.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = validate_table(name)
@@ -123,12 +127,21 @@ class Schema:
             **mysql_opts,
         )
         self.meta = Table(
-            f"{name}_meta",
+            f"{name}_version",
             self.metadata,
             Column("name", String(32), primary_key=True),
             Column("version", Integer, nullable=False),
             **mysql_opts,
         )
+
+    def foreign_table(self, conn: Connection) -> str | None:
+        """The first of our tables that exists with other columns (another program's table), if any."""
+        inspector = inspect(conn)
+        for table in (self.entries, self.locks, self.meta):
+            found = {column["name"] for column in inspector.get_columns(table.name)}
+            if not set(table.c.keys()) <= found:
+                return table.name
+        return None
 
 
 def _upsert(table: Table, dialect: str) -> Executable | None:

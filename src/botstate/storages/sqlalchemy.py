@@ -154,7 +154,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
     ``engine_or_url`` is an ``AsyncEngine`` (shared with the application, never disposed here) or a
     SQLAlchemy URL such as ``mysql+aiomysql://user@host/db``, for which the storage creates, and on
     ``stop()`` disposes, its own engine with ``engine_options`` (``pool_pre_ping`` on by default).
-    ``table`` names the entries table; ``<table>_locks`` and ``<table>_meta`` sit beside it. The
+    ``table`` names the entries table; ``<table>_locks`` and ``<table>_version`` sit beside it. The
     tables are created on first use.
     """
 
@@ -269,6 +269,12 @@ class SQLAlchemyStorage(BaseStorage[V]):
                             await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
                     async with self._engine.begin() as conn:
                         await conn.run_sync(self._schema.metadata.create_all)
+                        foreign = await conn.run_sync(self._schema.foreign_table)
+                        if foreign is not None:
+                            raise ConfigError(
+                                f"table {foreign!r} exists with columns this storage does not use "
+                                "(another program's, or another botstate backend's): choose another table="
+                            )
                         await self._check_version(conn)
                     break
                 except _DB_ERRORS as exc:  # e.g. another process created the tables at the same time
