@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -71,3 +72,11 @@ async def test_an_existing_cluster_client_with_decoding(cluster: RedisCluster, u
         assert await client.ping() is True  # not closed by the storage
     finally:
         await client.aclose()
+
+
+async def test_more_concurrent_commands_than_a_node_has_connections(storage: RedisStorage[Any]) -> None:
+    # redis-py's cluster client refuses work beyond max_connections per node (100 by default)
+    # instead of waiting: the storage has to queue instead of failing.
+    await storage.set("hot", 1)
+    assert await asyncio.gather(*(storage.get("hot") for _ in range(500))) == [1] * 500
+    assert sorted(await asyncio.gather(*(storage.increment("n") for _ in range(300)))) == list(range(1, 301))

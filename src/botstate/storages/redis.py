@@ -17,6 +17,7 @@ import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -48,6 +49,7 @@ from ._redis_lane import Command, Lane
 __all__ = ["RedisLock", "RedisStorage"]
 
 K = TypeVar("K", bound=bytes | str)
+T = TypeVar("T")
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError, RedisClusterException)
 _CLIENT_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
@@ -92,29 +94,36 @@ def _text(key: bytes | str) -> str | None:
 
 
 class _ClusterCalls:
-    """Commands through redis-py's cluster client, initialised once before first use."""
+    """Commands through redis-py's cluster client, initialised once before first use.
+
+    redis-py's cluster client fails a command outright when a node's ``max_connections`` are all
+    in use; commands here wait for a permit instead, so a burst of handlers queues, not fails.
+    """
 
     def __init__(self, client: RedisCluster) -> None:
         self.client = client
         self._ready = False
         self._lock = asyncio.Lock()
+        self._permits = asyncio.Semaphore(1)
 
     async def ready(self) -> None:
         # An uninitialised RedisCluster hit by many concurrent commands can apply some twice.
         async with self._lock:
             if not self._ready:
                 await self.client.initialize()
+                # Each permit holder uses at most one connection per node.
+                limit = min((node.max_connections for node in self.client.get_nodes()), default=1)
+                self._permits = asyncio.Semaphore(limit)
                 self._ready = True
 
-    async def call(self, *args: Any) -> Any:
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
         if not self._ready:
             await self.ready()
-        return await self.client.execute_command(*args, **{NEVER_DECODE: True})
+        async with self._permits:
+            return await work()
 
-    async def ping(self) -> Any:
-        if not self._ready:
-            await self.ready()
-        return await self.client.ping()
+    async def call(self, *args: Any) -> Any:
+        return await self.run(lambda: self.client.execute_command(*args, **{NEVER_DECODE: True}))
 
     def ready_again(self) -> None:
         """After the client was closed: initialise it again on next use."""
@@ -231,7 +240,7 @@ class RedisStorage(BaseStorage[V]):
             raise self._wrap(exc) from exc
 
     async def _ping(self) -> None:
-        await (self._call("PING") if self._cluster is None else self._cluster.ping())
+        await (self._call("PING") if self._cluster is None else self._cluster.run(self._cluster.client.ping))
 
     async def _close(self) -> None:
         if self._lane is not None:
@@ -337,14 +346,13 @@ class RedisStorage(BaseStorage[V]):
         """Run ``command(keys)`` once per hash slot of a cluster, in one pipeline (one round trip
         per primary), and pair each group of keys with its reply."""
         cluster = cast(_ClusterCalls, self._cluster)
-        await cluster.ready()
         slots: dict[int, list[K]] = {}
         for key in full_keys:
             slots.setdefault(cluster.client.keyslot(key), []).append(key)
         pipe = cluster.client.pipeline(transaction=False)
         for group in slots.values():
             pipe.execute_command(*command(group), **{NEVER_DECODE: True})
-        return list(zip(slots.values(), await pipe.execute(), strict=True))
+        return list(zip(slots.values(), await cluster.run(pipe.execute), strict=True))
 
     async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
         """Write every pair at once: one atomic command (one per hash slot on a cluster)."""
@@ -434,21 +442,16 @@ class RedisStorage(BaseStorage[V]):
                 yield page
                 if cursor in (b"0", 0):
                     return
-        client = cast(RedisCluster, self.client)
-        await self._cluster.ready()
-        for node in client.get_primaries():
+        cluster = self._cluster
+        await cluster.ready()
+        for node in cluster.client.get_primaries():
             node_cursor = 0
             while True:
-                cursors, page = await client.execute_command(
-                    "SCAN",
-                    node_cursor,
-                    "MATCH",
-                    match,
-                    "COUNT",
-                    count,
-                    target_nodes=node,
-                    **{NEVER_DECODE: True},
+                args = ("SCAN", node_cursor, "MATCH", match, "COUNT", count)
+                scan = partial(
+                    cluster.client.execute_command, *args, target_nodes=node, **{NEVER_DECODE: True}
                 )
+                cursors, page = await cluster.run(scan)
                 yield page
                 node_cursor = cursors[node.name]
                 if not node_cursor:
