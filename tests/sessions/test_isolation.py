@@ -122,3 +122,10 @@ async def test_lock_timeout_bounds_the_wait_for_a_busy_key() -> None:
     release.set()
     await task
     assert await storage.get("session:counter") == 1
+
+
+async def test_distributed_session_takes_the_backend_lock_once_around_read_and_write(counting: Any) -> None:
+    sessions = Sessions(counting, initial=int, isolation="distributed")
+    async with sessions.open("counter") as session:
+        session.data += 1
+    assert counting.calls == {"lock": 1, "get": 1, "set": 1}
