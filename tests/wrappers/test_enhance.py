@@ -2,39 +2,60 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from wrapper_backends import Minimal
+from wrapper_backends import Minimal, any_storage
+
+__all__ = ["any_storage"]  # the fixture, imported for pytest
 
 from botstate import MemoryStorage, is_atomic_storage, is_ttl_storage
 from botstate._ttl import now_ms
 from botstate.errors import CorruptValueError
-from botstate.testing import StorageConformance
+from botstate.testing import StorageConformance, SwitchableCodec
 from botstate.wrappers import enhance_storage
 
 
-class TestEnhancedOverMemory(StorageConformance):
+class EnhancedConformance(StorageConformance):
     """Envelopes must be invisible: the wrapped storage keeps the whole contract."""
 
-    @pytest.fixture
-    def storage_factory(self) -> Callable[..., Any]:
-        return lambda **options: enhance_storage(MemoryStorage(**options))
-
     async def test_corrupt_stored_value_raises_and_is_kept(self, open_storage: Callable[..., Any]) -> None:
-        # Replaces the suite's version, which writes raw bytes through the wrapper's own codec:
-        # an envelope is a dict, so the corrupt bytes are written into the storage underneath.
-        storage = await open_storage()
-        storage.wrapped._data["bad"] = b"\xff\xfe{not json"
+        # Replaces the suite's version, which writes raw bytes through the wrapper: an envelope
+        # is a dict, so the corrupt bytes go into the storage underneath instead.
+        codec = SwitchableCodec()
+        storage = await open_storage(codec=codec)
+        await storage.clear()
+        codec.raw = True
+        await storage.wrapped.set("bad", b"\xff\xfe{not json")
+        codec.raw = False
         with pytest.raises(CorruptValueError) as info:
             await storage.get("bad")
         assert info.value.key == "bad"
         assert await storage.has("bad") is True
         await storage.set("bad", "repaired")
         assert await storage.get("bad") == "repaired"
+        await storage.clear()
 
     async def test_typed_values_with_model_codec(self) -> None:
         pytest.skip("envelopes are dicts: the wrapped storage needs a JSON codec, not a ModelCodec")
+
+
+class TestEnhancedOverMemory(EnhancedConformance):
+    @pytest.fixture
+    def storage_factory(self) -> Callable[..., Any]:
+        return lambda **options: enhance_storage(MemoryStorage(**options))
+
+
+class TestEnhancedOverSQLite(EnhancedConformance):
+    persistent = True
+    distributed_locks = True
+
+    @pytest.fixture
+    def storage_factory(self, tmp_path: Path) -> Callable[..., Any]:
+        from botstate.storages.sqlite import SQLiteStorage
+
+        return lambda **options: enhance_storage(SQLiteStorage(tmp_path / "state.db", **options))
 
 
 def _v1(data: Any) -> dict[str, Any]:
@@ -49,23 +70,25 @@ def _v2(data: dict[str, Any]) -> dict[str, Any]:
 MIGRATIONS = {1: _v1, 2: _v2}
 
 
-async def test_legacy_value_is_migrated_in_order_and_written_back() -> None:
-    inner: MemoryStorage[Any] = MemoryStorage({"user:1": "Ada Lovelace"})
-    users = enhance_storage(inner, migrations=MIGRATIONS)
+async def test_legacy_value_is_migrated_in_order_and_written_back(any_storage: Any) -> None:
+    await any_storage.set("user:1", "Ada Lovelace")
+    await any_storage.set("user:2", {"__v": 1, "__exp": None, "data": {"name": "Grace Hopper"}})
+    users = enhance_storage(any_storage, migrations=MIGRATIONS)
     assert await users.get("user:1") == {"first": "Ada", "last": "Lovelace"}
-    assert await inner.get("user:1") == {
-        "__v": 2,
-        "__exp": None,
-        "data": {"first": "Ada", "last": "Lovelace"},
-    }
+    assert await users.get("user:2") == {"first": "Grace", "last": "Hopper"}
+    stored = await any_storage.get("user:1")
+    assert stored == {"__v": 2, "__exp": None, "data": {"first": "Ada", "last": "Lovelace"}}
 
 
-async def test_each_value_starts_from_its_own_version() -> None:
-    inner: MemoryStorage[Any] = MemoryStorage(
-        {"u": {"__v": 1, "__exp": None, "data": {"name": "Grace Hopper"}}}
-    )
-    users = enhance_storage(inner, migrations=MIGRATIONS)
-    assert await users.get("u") == {"first": "Grace", "last": "Hopper"}
+async def test_write_back_keeps_the_expiry(any_storage: Any) -> None:
+    old = enhance_storage(any_storage, ttl=0.3)
+    await old.set("u", "A B")
+    users = enhance_storage(any_storage, migrations=MIGRATIONS)
+    assert await users.get("u") == {"first": "A", "last": "B"}
+    assert (await any_storage.get("u"))["__v"] == 2
+    await asyncio.sleep(0.5)
+    assert await users.get("u") is None
+    assert await any_storage.has("u") is False
 
 
 async def test_values_are_stored_at_the_latest_version() -> None:
@@ -75,18 +98,27 @@ async def test_values_are_stored_at_the_latest_version() -> None:
     assert await enhance_storage(inner, migrations=MIGRATIONS).get("u") == {"first": "A", "last": "B"}
 
 
-async def test_write_back_never_overwrites_a_concurrent_writer() -> None:
-    inner: MemoryStorage[Any] = MemoryStorage({"u": "old name"})
-    users = enhance_storage(inner, migrations={1: lambda data: data})
+class WriterInBetween:
+    """A real storage where another writer stores ``fresh`` just before each compare-and-set."""
 
-    def slow_migration(data: Any) -> Any:
-        # Another process stores a fresh value while this reader is migrating the old one.
-        inner._data["u"] = b'{"__v":1,"__exp":null,"data":"fresh"}'
-        return data
+    def __init__(self, storage: Any, fresh: Any) -> None:
+        self.storage = storage
+        self.fresh = fresh
 
-    racing = enhance_storage(inner, migrations={1: slow_migration})
-    assert await racing.get("u") == "old name"  # what this reader saw
-    assert await users.get("u") == "fresh"  # the concurrent write survived
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+    async def compare_and_set(self, key: str, value: Any, *, expected: Any, ttl: Any = None) -> bool:
+        await self.storage.set(key, self.fresh)
+        return bool(await self.storage.compare_and_set(key, value, expected=expected, ttl=ttl))
+
+
+async def test_write_back_never_overwrites_a_concurrent_writer(any_storage: Any) -> None:
+    await any_storage.set("u", "Old Name")
+    fresh = {"__v": 2, "__exp": None, "data": {"first": "New", "last": "Name"}}
+    racing = enhance_storage(WriterInBetween(any_storage, fresh), migrations=MIGRATIONS)  # type: ignore[arg-type]
+    assert await racing.get("u") == {"first": "Old", "last": "Name"}  # what this reader saw
+    assert await any_storage.get("u") == fresh  # the concurrent write survived
 
 
 async def test_without_compare_and_set_nothing_is_written_back() -> None:

@@ -146,3 +146,21 @@ class TestNamespaceOverSQLite(StorageConformance):
         from botstate.storages.sqlite import SQLiteStorage
 
         return lambda: namespace(SQLiteStorage(tmp_path / "state.db"), "other:")
+
+
+class TestNamespaceOverRedis(StorageConformance):
+    persistent = True
+    native_expiry = True
+    distributed_locks = True
+
+    @pytest.fixture
+    def storage_factory(self, redis_url: str, unique: str) -> Callable[..., Any]:
+        from botstate.storages.redis import RedisStorage
+
+        return lambda **options: namespace(RedisStorage(redis_url, prefix=f"{unique}:", **options), "ns:")
+
+    @pytest.fixture
+    def sibling_storage(self, redis_url: str, unique: str) -> Callable[..., Any]:
+        from botstate.storages.redis import RedisStorage
+
+        return lambda: namespace(RedisStorage(redis_url, prefix=f"{unique}:"), "other:")

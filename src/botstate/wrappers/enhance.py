@@ -340,6 +340,10 @@ def enhance_storage(
 def enhance_storage(
     storage: Storage[Any], *, migrations: Mapping[int, Callable[[Any], T]], ttl: TTL | None = None
 ) -> EnhancedStorage[T]: ...
+@overload
+def enhance_storage(
+    storage: Storage[Any], *, migrations: Mapping[int, Migration], ttl: TTL | None = None
+) -> EnhancedStorage[Any]: ...
 def enhance_storage(
     storage: Storage[Any], *, migrations: Mapping[int, Migration] | None = None, ttl: TTL | None = None
 ) -> EnhancedStorage[Any]:
@@ -347,6 +351,10 @@ def enhance_storage(
 
     ``migrations={1: f, 2: g}``: ``f`` upgrades version 0 (anything stored without an envelope)
     to 1, ``g`` 1 to 2; values are stored at version 2. ``ttl`` is the default expiry of every
-    write (a per-call ``ttl`` overrides it). The value type is what the last migration returns.
+    write (a per-call ``ttl`` overrides it).
+
+    Typing: without migrations the value type is the wrapped storage's; with migrations it is
+    what they return, or whatever the assignment declares when they return different types
+    (``users: EnhancedStorage[UserV2] = enhance_storage(...)``).
     """
     return EnhancedStorage(storage, migrations=migrations, ttl=ttl)
