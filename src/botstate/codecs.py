@@ -60,14 +60,20 @@ class JsonCodec:
 
     A round trip keeps ints, floats, strings, bools, None, lists and str-keyed dicts exactly (dict
     order included). Anything JSON would change silently is refused instead: datetimes, sets,
-    non-str dict keys, str/int subclasses, NaN and infinities, integers beyond 64 bits. Tuples are
+    non-str dict keys, str/int subclasses, NaN and infinities, integers outside
+    [-2**63, 2**64). Tuples are
     stored as JSON arrays and come back as lists; enum members and UUIDs are stored as their value.
     """
 
     __slots__ = ()
 
     def encode(self, value: Any, /) -> bytes:
-        data = orjson.dumps(value, default=_reject, option=_ORJSON_OPTIONS)
+        try:
+            data = orjson.dumps(value, default=_reject, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError as exc:
+            if isinstance(exc.__cause__, TypeError):  # our _reject's message, with its hint
+                raise exc.__cause__ from None
+            raise
         # orjson writes NaN/inf as null; only look deeper when a null could be one of them.
         if data.find(b"null") != -1 and _has_non_finite(value):  # find(): faster than `in` here
             raise ValueError("NaN and infinite floats are not JSON")
@@ -124,7 +130,9 @@ class ModelCodec(Generic[T]):
         if isinstance(self.type, type) and not isinstance(value, self.type):
             raise TypeError(f"expected {self.type.__name__}, got {type(value).__name__}")
         if self._adapter is not None:
-            return cast(bytes, self._adapter.dump_json(value))
+            # warnings="error": a value that does not fit a non-class type (list[int]) is refused
+            # now instead of being written and failing on read.
+            return cast(bytes, self._adapter.dump_json(value, warnings="error"))
         return JSON.encode(dataclasses.asdict(cast(Any, value)))
 
     def decode(self, data: bytes, /) -> T:

@@ -193,7 +193,7 @@ class StorageConformance:
         assert type(got["int"]) is int
 
     async def test_mutating_the_value_after_set_changes_nothing(self, storage: Any) -> None:
-        value = {"items": [1, 2], "inner": {"n": 1}}
+        value: dict[str, Any] = {"items": [1, 2], "inner": {"n": 1}}
         await storage.set("iso", value)
         value["items"].append(3)
         value["inner"]["n"] = 99
