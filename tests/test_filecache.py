@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,3 +87,14 @@ async def test_bad_values_are_refused() -> None:
         await cache.get_or_upload("new", no_id)
     with pytest.raises(ValueError):
         FileIdCache(MemoryStorage(), ttl=-1)
+
+
+async def test_two_connections_to_one_file_upload_once(tmp_path: Path) -> None:
+    from botstate.storages.sqlite import SQLiteStorage
+
+    upload = Uploader()
+    async with SQLiteStorage(tmp_path / "s.db") as one, SQLiteStorage(tmp_path / "s.db") as two:
+        caches = [FileIdCache(one), FileIdCache(two)]
+        ids = await asyncio.gather(*(caches[i % 2].get_or_upload("k", upload) for i in range(6)))
+    assert set(ids) == {"AgAC-file-id"}
+    assert upload.calls == 1

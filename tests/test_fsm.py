@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,3 +91,12 @@ async def test_bad_arguments() -> None:
         StateContext(MemoryStorage(), "k", ttl=0)
     with pytest.raises(TypeError):
         await StateContext(MemoryStorage(), "k").set_state(1)  # type: ignore[arg-type]
+
+
+async def test_updates_through_two_connections_to_one_file_lose_nothing(tmp_path: Path) -> None:
+    from botstate.storages.sqlite import SQLiteStorage
+
+    async with SQLiteStorage(tmp_path / "s.db") as one, SQLiteStorage(tmp_path / "s.db") as two:
+        stores = [one, two]
+        await asyncio.gather(*(StateContext(stores[i % 2], "k").update_data({f"k{i}": i}) for i in range(30)))
+        assert await StateContext(one, "k").get_data() == {f"k{i}": i for i in range(30)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +103,12 @@ async def test_bad_cost_and_key() -> None:
 def test_needs_atomic_increment() -> None:
     with pytest.raises(TypeError):
         RateLimiter(Minimal(), limit=1, period=1)  # type: ignore[arg-type]
+
+
+async def test_two_connections_to_one_file_share_the_count_exactly(tmp_path: Path) -> None:
+    from botstate.storages.sqlite import SQLiteStorage
+
+    async with SQLiteStorage(tmp_path / "s.db") as one, SQLiteStorage(tmp_path / "s.db") as two:
+        limiters = [RateLimiter(one, limit=7, period=60), RateLimiter(two, limit=7, period=60)]
+        results = await asyncio.gather(*(limiters[i % 2].hit("user") for i in range(20)))
+    assert sum(r.allowed for r in results) == 7
