@@ -1,15 +1,17 @@
 """In-process per-key locks with a pruned table.
 
-Used by the memory backends' ``lock()`` and by sessions' default isolation. An entry lives only
-while someone holds or waits for its key, so a million distinct chats leave no table behind.
+Used by the memory backends' ``lock()``, by sessions' default isolation and by consumers on
+storages without locks. An entry lives only while someone holds or waits for its key, so a million
+distinct chats leave no table behind. The uncontended path allocates nothing but the table entry:
+most updates are the only one for their chat, and this lock sits on every session's path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections import deque
+from types import TracebackType
 
 from .errors import LockError
 
@@ -32,43 +34,75 @@ class LocalLock:
         """Nothing to renew: an in-process lock is released when its holder's task ends."""
 
 
-class _Entry:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
 class KeyedLocks:
-    """One ``asyncio.Lock`` per key, created on demand and dropped when nobody needs it."""
+    """One FIFO lock per key, created on demand and dropped when nobody needs it.
+
+    ``_held`` maps a held key to its waiters (``None`` until someone waits). ``release`` hands
+    the key straight to the first waiter, so a key never looks free while others queue for it.
+    """
+
+    __slots__ = ("_held", "_tokens")
 
     def __init__(self) -> None:
-        self._entries: dict[str, _Entry] = {}
+        self._held: dict[str, deque[asyncio.Future[None]] | None] = {}
         self._tokens = itertools.count(1)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._held)
 
-    @asynccontextmanager
-    async def hold(self, key: str, *, timeout: float | None = None) -> AsyncIterator[LocalLock]:
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = _Entry()
-        entry.users += 1
+    async def acquire(self, key: str, timeout: float | None = None) -> int:
+        """Wait for ``key`` (at most ``timeout`` seconds, else ``LockError``); returns a token."""
+        held = self._held
+        if key not in held:
+            held[key] = None
+            return next(self._tokens)
+        waiters = held[key]
+        if waiters is None:
+            waiters = held[key] = deque()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
         try:
-            try:
-                if timeout is None:
-                    await entry.lock.acquire()
-                else:
-                    await asyncio.wait_for(entry.lock.acquire(), timeout)
-            except TimeoutError:
+            if timeout is None:
+                await waiter
+            else:
+                async with asyncio.timeout(timeout):
+                    await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release(key)  # handed over just as we gave up: pass it on
+            else:
+                waiter.cancel()  # release() skips it
+            if isinstance(exc, TimeoutError):
                 raise LockError(f"lock not acquired within {timeout}s", key=key, backend="local") from None
-            try:
-                yield LocalLock(next(self._tokens))
-            finally:
-                entry.lock.release()
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._entries[key]
+            raise
+        return next(self._tokens)
+
+    def release(self, key: str) -> None:
+        waiters = self._held[key]
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the key stays held, now by that waiter
+                return
+        del self._held[key]
+
+    def hold(self, key: str, *, timeout: float | None = None) -> _Hold:
+        """``async with locks.hold(key):`` holds ``key`` for the block, yielding a ``LocalLock``."""
+        return _Hold(self, key, timeout)
+
+
+class _Hold:
+    __slots__ = ("_key", "_locks", "_timeout")
+
+    def __init__(self, locks: KeyedLocks, key: str, timeout: float | None) -> None:
+        self._locks = locks
+        self._key = key
+        self._timeout = timeout
+
+    async def __aenter__(self) -> LocalLock:
+        return LocalLock(await self._locks.acquire(self._key, self._timeout))
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._locks.release(self._key)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from botstate import LockError
+from botstate._locks import KeyedLocks
+
+
+async def test_same_key_runs_in_arrival_order_other_keys_in_parallel() -> None:
+    locks = KeyedLocks()
+    events: list[str] = []
+
+    async def worker(key: str, name: str) -> None:
+        async with locks.hold(key):
+            events.append(f"{name}+")
+            await asyncio.sleep(0.01)
+            events.append(f"{name}-")
+
+    await asyncio.gather(worker("a", "a1"), worker("a", "a2"), worker("b", "b1"))
+    assert events.index("a1-") < events.index("a2+")
+    assert events.index("b1+") < events.index("a1-")  # b did not wait for a
+    assert len(locks) == 0
+
+
+async def test_tokens_grow() -> None:
+    locks = KeyedLocks()
+    tokens = []
+    for _ in range(3):
+        async with locks.hold("k") as held:
+            tokens.append(held.token)
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 3
+
+
+async def test_timeout_raises_lock_error_and_leaves_no_waiter() -> None:
+    locks = KeyedLocks()
+    async with locks.hold("k"):
+        with pytest.raises(LockError):
+            await locks.acquire("k", timeout=0.02)
+    assert len(locks) == 0
+    async with locks.hold("k", timeout=0.1):
+        pass
+
+
+async def test_cancelled_waiter_does_not_keep_the_key() -> None:
+    locks = KeyedLocks()
+    await locks.acquire("k")
+    waiter = asyncio.ensure_future(locks.acquire("k"))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0)
+    locks.release("k")
+    assert len(locks) == 0
+
+
+async def test_waiter_cancelled_after_handover_passes_the_key_on() -> None:
+    locks = KeyedLocks()
+    await locks.acquire("k")
+    first = asyncio.ensure_future(locks.acquire("k"))
+    second = asyncio.ensure_future(locks.acquire("k"))
+    await asyncio.sleep(0)
+    locks.release("k")  # handed to `first`, which has not resumed yet
+    first.cancel()
+    assert await asyncio.wait_for(second, 1) > 0
+    locks.release("k")
+    assert len(locks) == 0
+
+
+async def test_table_is_pruned_after_many_keys() -> None:
+    locks = KeyedLocks()
+    for i in range(10_000):
+        async with locks.hold(f"chat:{i}"):
+            pass
+    assert len(locks) == 0
