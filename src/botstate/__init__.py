@@ -28,12 +28,30 @@ from .errors import (
     StorageUnavailable,
     WrongTypeError,
 )
+from .sessions import (
+    MultiSession,
+    MultiSessions,
+    NoSessionError,
+    Session,
+    SessionError,
+    SessionNotLoadedError,
+    Sessions,
+    SessionStats,
+    UpdateInfo,
+    chat_key,
+    topic_key,
+    user_in_chat_key,
+    user_key,
+)
 from .storages.lru import LruMemoryStorage
 from .storages.memory import MemoryStorage
 from .urls import open_storage
 
 if TYPE_CHECKING:
     from .storages.file import FileStorage
+    from .storages.postgres import PostgresStorage
+    from .storages.redis import RedisStorage
+    from .storages.sqlalchemy import SQLAlchemyStorage
     from .storages.sqlite import SQLiteStorage
 
 __version__ = "0.1.0"
@@ -78,18 +96,34 @@ __all__ = [
     "LruMemoryStorage",
     "MemoryStorage",
     "ModelCodec",
+    "MultiSession",
+    "MultiSessions",
+    "NoSessionError",
     "PickleCodec",
+    "PostgresStorage",
+    "RedisStorage",
+    "SQLAlchemyStorage",
     "SQLiteStorage",
     "SerializationError",
+    "Session",
+    "SessionError",
+    "SessionNotLoadedError",
+    "SessionStats",
+    "Sessions",
     "Storage",
     "StorageError",
     "StorageUnavailable",
     "TtlStorage",
+    "UpdateInfo",
     "WrongTypeError",
+    "chat_key",
     "is_atomic_storage",
     "is_iterable_storage",
     "is_locking_storage",
     "is_ttl_storage",
     "open_storage",
+    "topic_key",
+    "user_in_chat_key",
+    "user_key",
     "__version__",
 ]
