@@ -35,6 +35,10 @@ class EnhancedConformance(StorageConformance):
         assert await storage.has("bad") is True
         await storage.set("bad", "repaired")
         assert await storage.get("bad") == "repaired"
+        codec.raw = True
+        await storage.wrapped.set("bad", b"\xff")
+        codec.raw = False
+        assert await storage.delete("bad") is True
         await storage.clear()
 
     async def test_typed_values_with_model_codec(self) -> None:

@@ -213,7 +213,10 @@ class EnhancedStorage(StorageWrapper[V]):
         await self._inner.set(key, self._envelope(value, exp), ttl=inner_ttl)
 
     async def delete(self, key: str) -> bool:
-        raw = await self._inner.get(key, MISSING)
+        try:
+            raw = await self._inner.get(key, MISSING)
+        except CorruptValueError:
+            raw = None  # unreadable but present: deleting is how such an entry gets repaired
         removed = await self._inner.delete(key)
         return removed and raw is not MISSING and not _expired(raw)
 
