@@ -12,13 +12,14 @@ its own and never has more than one round trip in flight:
 Replies come back in the order commands were queued, so a ``set`` followed by a ``get`` of the
 same key reads its own write. A server error fails only the command it answers; a lost connection
 or a timeout fails every command of that round trip. A cancelled caller leaves the others alone:
-queued work runs in a task of its own and simply drops a reply nobody waits for.
+queued work runs in a task of its own and simply drops a reply nobody waits for. Each command is
+packed by its caller before it is queued, so one that cannot be encoded fails alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
@@ -30,15 +31,22 @@ __all__ = ["Command", "Lane"]
 Command = tuple[Any, ...]
 """One Redis command as its arguments: ``("SET", key, value, "PX", 1500)``."""
 
+_hiredis_pack: Callable[[Command], bytes] | None
+try:  # hiredis packs a command in C, several times faster than redis-py's Python packer
+    import hiredis
+except ImportError:  # pragma: no cover - hiredis is optional
+    _hiredis_pack = None
+else:
+    _hiredis_pack = hiredis.pack_command
+
 
 class _Queued:
-    """Commands waiting for the next round trip, and the future their caller awaits."""
+    """A packed command waiting for the next round trip, and the future its caller awaits."""
 
-    __slots__ = ("commands", "future", "group")
+    __slots__ = ("future", "packed")
 
-    def __init__(self, commands: Sequence[Command], group: bool, future: asyncio.Future[Any]) -> None:
-        self.commands = commands
-        self.group = group  # True: the caller wants every reply as a list, errors in place
+    def __init__(self, packed: bytes, future: asyncio.Future[Any]) -> None:
+        self.packed = packed
         self.future = future
 
 
@@ -57,51 +65,43 @@ class Lane:
         self._queue: list[_Queued] = []
         self._drainer: asyncio.Task[None] | None = None
 
+    def _connection(self) -> AbstractConnection:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._make_connection()
+        return conn
+
+    def _pack(self, args: Command) -> bytes:
+        if _hiredis_pack is not None:
+            return _hiredis_pack(args)
+        return b"".join(self._connection().pack_command(*args))  # pragma: no cover
+
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply; a server error reply is raised."""
+        packed = self._pack(args)
         if self._busy:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._queue.append(_Queued((args,), False, future))
+            self._queue.append(_Queued(packed, future))
             return await future
         self._busy = True
         try:
-            reply = (await self._round_trip((args,)))[0]
+            reply = (await self._round_trip(packed, 1))[0]
         finally:
-            self._release()
+            if self._queue:
+                self._drainer = asyncio.get_running_loop().create_task(self._drain(), name="botstate-redis")
+            else:
+                self._busy = False
         if isinstance(reply, ResponseError):
             raise reply
         return reply
-
-    async def call_many(self, commands: Sequence[Command]) -> list[Any]:
-        """Send several commands back to back in one round trip.
-
-        Replies come back as a list, a server error as a ``ResponseError`` in its place, so a
-        ``MULTI``/``EXEC`` group or an ``MGET`` plus its neighbours stays together.
-        """
-        if self._busy:
-            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            self._queue.append(_Queued(commands, True, future))
-            return await future
-        self._busy = True
-        try:
-            return await self._round_trip(commands)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        if self._queue:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain(), name="botstate-redis-lane")
-        else:
-            self._busy = False
 
     async def _drain(self) -> None:
         """Flush the queue, one round trip per batch, until nothing is waiting."""
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                commands = [command for item in batch for command in item.commands]
                 try:
-                    replies = await self._round_trip(commands)
+                    replies = await self._round_trip(b"".join(item.packed for item in batch), len(batch))
                 except Exception as exc:
                     for item in batch:
                         if not item.future.done():
@@ -110,18 +110,12 @@ class Lane:
                 except BaseException:  # the lane itself is being torn down
                     self._queue[:0] = batch
                     raise
-                start = 0
-                for item in batch:
-                    end = start + len(item.commands)
-                    future = item.future
-                    if not future.done():
-                        if item.group:
-                            future.set_result(replies[start:end])
-                        elif isinstance(replies[start], ResponseError):
-                            future.set_exception(replies[start])
+                for item, reply in zip(batch, replies, strict=True):
+                    if not item.future.done():  # the caller may have been cancelled meanwhile
+                        if isinstance(reply, ResponseError):
+                            item.future.set_exception(reply)
                         else:
-                            future.set_result(replies[start])
-                    start = end
+                            item.future.set_result(reply)
         finally:
             for item in self._queue:  # only when cancelled: nobody is left waiting forever
                 if not item.future.done():
@@ -130,24 +124,19 @@ class Lane:
             self._busy = False
             self._drainer = None
 
-    async def _round_trip(self, commands: Sequence[Command]) -> list[Any]:
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self._make_connection()
+    async def _round_trip(self, packed: bytes, count: int) -> list[Any]:
+        conn = self._connection()
         reused = conn.is_connected
         if self._timeout is None:
-            return await self._exchange(conn, commands, reused)
+            return await self._exchange(conn, packed, count, reused)
         async with asyncio.timeout(self._timeout):
-            return await self._exchange(conn, commands, reused)
+            return await self._exchange(conn, packed, count, reused)
 
-    async def _exchange(
-        self, conn: AbstractConnection, commands: Sequence[Command], reused: bool
-    ) -> list[Any]:
-        packed = conn.pack_command(*commands[0]) if len(commands) == 1 else conn.pack_commands(commands)
+    async def _exchange(self, conn: AbstractConnection, packed: bytes, count: int, reused: bool) -> list[Any]:
         replies: list[Any] = []
         try:
             await conn.send_packed_command(packed, check_health=False)
-            for _ in commands:
+            for _ in range(count):
                 replies.append(await self._read(conn))
         except RedisConnectionError:
             # A connection that sat idle may have died with a server restart: such a connection
@@ -155,9 +144,8 @@ class Lane:
             # connection, or after a reply arrived, is reported as it is.
             if not reused or replies:
                 raise
-            replies = []
             await conn.send_packed_command(packed, check_health=False)
-            for _ in commands:
+            for _ in range(count):
                 replies.append(await self._read(conn))
         return replies
 
