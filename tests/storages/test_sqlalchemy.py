@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -250,7 +251,7 @@ class _ThrowawayPostgres:
             timeout=60,
         )
 
-    def start(self) -> None:
+    def _launch(self) -> None:
         options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off"]
         self.process = subprocess.Popen(
             ["postgres", "-D", str(self.data), "-p", str(self.port), *options],
@@ -258,13 +259,19 @@ class _ThrowawayPostgres:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    async def start(self) -> None:
+        self._launch()
+        # Ready means answering queries: after a crash the port opens before recovery is done.
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
+                conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", timeout=1)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                await asyncio.sleep(0.1)
+            else:
+                await conn.close()
+                return
         raise RuntimeError("throwaway PostgreSQL did not start")
 
     def stop(self, sig: signal.Signals = signal.SIGQUIT) -> None:
@@ -304,7 +311,7 @@ def throwaway_postgres() -> Iterator[_ThrowawayPostgres]:
 async def test_a_restarted_server_is_unavailable_then_recovers(
     throwaway_postgres: _ThrowawayPostgres,
 ) -> None:
-    throwaway_postgres.start()
+    await throwaway_postgres.start()
     storage = SQLAlchemyStorage(f"postgresql+asyncpg://postgres@127.0.0.1:{throwaway_postgres.port}/postgres")
     try:
         await storage.set("chat:1", {"step": 1})
@@ -313,7 +320,7 @@ async def test_a_restarted_server_is_unavailable_then_recovers(
         with pytest.raises(StorageUnavailable) as info:
             await storage.get("chat:1")
         assert info.value.key == "chat:1"
-        throwaway_postgres.start()
+        await throwaway_postgres.start()
         # The pooled connection died with the server: pre-ping replaces it, no error reaches the bot.
         assert await storage.get("chat:1") == {"step": 1}
         assert await storage.health() is True

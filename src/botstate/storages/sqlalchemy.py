@@ -186,6 +186,10 @@ class SQLAlchemyStorage(BaseStorage[V]):
             self._owns_engine = True
         _check_engine(self._engine)
         self._sql = Statements(self._schema, self._engine.dialect)
+        # Shares the engine's pool; on asyncpg switching a connection to autocommit is a flag.
+        self._autocommit: AsyncEngine | None = None
+        if self._sql.dialect == "postgresql":
+            self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
@@ -211,16 +215,23 @@ class SQLAlchemyStorage(BaseStorage[V]):
         return self._error(f"{type(cause).__name__}: {cause}", key)
 
     async def _tx(
-        self, key: str | None, body: Callable[[AsyncConnection], Awaitable[T]], *, locking: bool = False
+        self,
+        key: str | None,
+        body: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        locking: bool = False,
+        single: bool = False,
     ) -> T:
         """Run ``body`` in one transaction and commit; rerun it when it lost a race to another writer.
 
         ``locking`` transactions read rows they will write: on SQLite they take the write lock
-        first (``BEGIN IMMEDIATE``), since SQLite has no ``FOR UPDATE``.
+        first (``BEGIN IMMEDIATE``), since SQLite has no ``FOR UPDATE``. A ``single`` statement is
+        atomic by itself and runs in autocommit where that saves round trips (PostgreSQL: no
+        ``BEGIN``/``COMMIT`` around it).
         """
         if not self._ready:
             await self._ensure_schema()
-        engine = self._engine
+        engine = self._autocommit if single and self._autocommit is not None else self._engine
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 async with engine.connect() as conn:
@@ -238,13 +249,13 @@ class SQLAlchemyStorage(BaseStorage[V]):
         raise AssertionError("unreachable")
 
     async def _fetch_scalar(self, key: str | None, stmt: Executable, params: dict[str, Any]) -> Any:
-        return await self._tx(key, lambda conn: _scalar(conn, stmt, params))
+        return await self._tx(key, lambda conn: _scalar(conn, stmt, params), single=True)
 
     async def _fetch_rowcount(self, key: str | None, stmt: Executable, params: dict[str, Any]) -> int:
-        return await self._tx(key, lambda conn: _rowcount(conn, stmt, params))
+        return await self._tx(key, lambda conn: _rowcount(conn, stmt, params), single=True)
 
     async def _fetch_rows(self, key: str | None, stmt: Executable, params: dict[str, Any]) -> list[Any]:
-        return await self._tx(key, lambda conn: _rows(conn, stmt, params))
+        return await self._tx(key, lambda conn: _rows(conn, stmt, params), single=True)
 
     async def _insert_absent(self, conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> None:
         """Insert a row the locking read found absent.
@@ -340,7 +351,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
         upsert = sql.upsert
         if upsert is not None:
             params: Any = rows[0] if len(rows) == 1 else rows
-            await self._tx(key, lambda conn: conn.execute(upsert, params))
+            await self._tx(key, lambda conn: conn.execute(upsert, params), single=len(rows) == 1)
             return
 
         async def generic(conn: AsyncConnection) -> None:  # dialects without a known upsert
@@ -382,7 +393,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
                     found[bytes(kh)] = data
             return found
 
-        found = await self._tx(None, fetch)
+        found = await self._tx(None, fetch, single=len(unique) <= SCAN_PAGE)
         out: list[V | None] = []
         for key, kh in zip(keys, hashes, strict=True):
             data = found.get(kh)
