@@ -14,7 +14,7 @@ from botstate import MemoryStorage, is_atomic_storage, is_ttl_storage
 from botstate._ttl import now_ms
 from botstate.errors import CorruptValueError
 from botstate.testing import StorageConformance, SwitchableCodec
-from botstate.wrappers import enhance_storage
+from botstate.wrappers import enhance_storage, namespace
 
 
 class EnhancedConformance(StorageConformance):
@@ -206,3 +206,11 @@ async def test_cas_compares_data_not_envelopes() -> None:
 def test_bad_migrations_are_a_value_error(migrations: Any) -> None:
     with pytest.raises(ValueError):
         enhance_storage(MemoryStorage(), migrations=migrations)
+
+
+async def test_expiry_follows_the_default_of_the_storage_underneath() -> None:
+    inner: MemoryStorage[Any] = MemoryStorage(default_ttl=60)
+    before = now_ms()
+    await enhance_storage(namespace(inner, "ns:")).set("k", 1)
+    exp = (await inner.get("ns:k"))["__exp"]
+    assert before + 60_000 <= exp <= now_ms() + 60_000

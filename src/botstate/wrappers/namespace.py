@@ -51,6 +51,12 @@ class Namespace(StorageWrapper[V]):
         self._glob = escape(prefix)
         self._any = cast("_Full[V]", storage)  # for the methods ``_needs`` guarantees it has
 
+    @property
+    def default_ttl_ms(self) -> int | None:
+        """The wrapped storage's default TTL: a view writes with it."""
+        default = getattr(self._inner, "default_ttl_ms", None)
+        return default if type(default) is int else None
+
     def _reraise(self, exc: StorageError) -> NoReturn:
         """Re-raise ``exc`` naming the key as this view's caller knows it."""
         key = exc.key
