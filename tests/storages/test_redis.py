@@ -138,6 +138,22 @@ async def test_an_existing_client_is_not_closed_by_stop(redis_url: str, unique: 
         await client.aclose()
 
 
+async def test_a_resp3_client_works(redis_url: str, unique: str) -> None:
+    client = redis.Redis.from_url(redis_url, protocol=3, decode_responses=True)
+    try:
+        async with RedisStorage(client, prefix=f"{unique}:") as storage:
+            await storage.set_many({"a": 1, "b": {"x": [1]}}, ttl=5)
+            assert await storage.get_many(["a", "b", "c"]) == [1, {"x": [1]}, None]
+            assert sorted(await collect(storage.keys())) == ["a", "b"]
+            assert await storage.compare_and_set("a", 2, expected=1) is True
+            assert await storage.increment("n", ttl=5) == 1
+            async with storage.lock("a", lease=5) as held:
+                assert held.token > 0
+            assert await storage.clear() == 3
+    finally:
+        await client.aclose()
+
+
 async def test_open_storage_urls(redis_url: str, unique: str) -> None:
     url = redis_url.replace("redis://", "valkey://") + f"?prefix={unique}:&default_ttl=60&timeout=2"
     storage = open_storage(url)

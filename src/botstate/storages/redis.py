@@ -250,6 +250,12 @@ class RedisStorage(BaseStorage[V]):
             if self._cluster is not None:
                 self._cluster.ready_again()
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(prefix={self.prefix!r}, cluster={self._cluster is not None}, "
+            f"codec={self.codec!r}, default_ttl_ms={self.default_ttl_ms})"
+        )
+
     # -- errors ------------------------------------------------------------------------------------
 
     def _wrap(self, exc: BaseException, key: str | None = None) -> StorageError:
