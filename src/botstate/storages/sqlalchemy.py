@@ -241,8 +241,10 @@ class SQLAlchemyStorage(BaseStorage[V]):
                     await conn.commit()
                 return result
             except sa_exc.DBAPIError as exc:
-                if attempt == _ATTEMPTS or not is_retryable(exc):
+                if not is_retryable(exc):
                     raise self._wrap(exc, key) from exc
+                if attempt == _ATTEMPTS:  # contention, not a broken request: later may succeed
+                    raise self._unavailable(exc.orig or exc, key) from exc
             except _DB_ERRORS as exc:
                 raise self._wrap(exc, key) from exc
             await asyncio.sleep(random.uniform(0.0, 0.004 * attempt))
