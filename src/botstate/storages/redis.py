@@ -1,9 +1,9 @@
 """Redis (and Valkey, and Redis Cluster) storage on redis-py's asyncio client.
 
 Every entry is one Redis string at ``prefix + key`` holding the codec's bytes, with a native
-millisecond expiry (``PX``), so other processes and tools see plain keys. Single-key commands of a
-standalone server go through a :class:`~._redis_lane.Lane`: one connection of the storage's own
-that coalesces concurrent commands into pipelined round trips. Compare-and-set, windowed counters
+millisecond expiry (``PX``), so other processes and tools see plain keys. On a standalone server
+every command goes through a :class:`~._redis_lane.Lane`: one connection of the storage's own that
+coalesces concurrent commands into pipelined round trips. Compare-and-set, windowed counters
 and locks are Lua scripts, atomic on the server.
 
 On a cluster the storage uses redis-py's cluster client as it is: multi-key operations are split
