@@ -124,6 +124,14 @@ def test_from_url_rejects_urls_it_cannot_map(url: str) -> None:
         SQLAlchemyStorage.from_url(url)
 
 
+def test_config_errors_never_show_the_password() -> None:
+    for url in ("sqlalchemy+oracle://bot:s3cret@h/db", "sqlalchemy+mysql+pymysql://bot:s3cret@h/db"):
+        with pytest.raises(ConfigError) as info:
+            SQLAlchemyStorage.from_url(url)
+        assert "s3cret" not in str(info.value)
+        assert "bot:***@h" in str(info.value)
+
+
 async def test_open_storage_with_a_url_owns_and_disposes_its_engine(tmp_path: Path) -> None:
     storage = open_storage(f"sqlalchemy+sqlite:///{tmp_path / 'bot.db'}?table=states")
     async with storage:

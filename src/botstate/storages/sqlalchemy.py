@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -104,6 +105,13 @@ def _check_aiomysql() -> None:
         pass
 
 
+def _redacted(url: object) -> str:
+    """A URL fit for an error message: the password replaced by ``***``."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", str(url))
+
+
 def _live(exp: int | None, now: int) -> bool:
     return exp is None or exp > now
 
@@ -182,7 +190,9 @@ class SQLAlchemyStorage(BaseStorage[V]):
             try:
                 self._engine = create_async_engine(engine_or_url, **options)
             except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:  # e.g. a sync driver
-                raise ConfigError(f"cannot create an engine for {engine_or_url!r}: {exc}") from exc
+                raise ConfigError(
+                    f"cannot create an engine for {_redacted(engine_or_url)!r}: {exc}"
+                ) from None
             self._owns_engine = True
         _check_engine(self._engine)
         self._sql = Statements(self._schema, self._engine.dialect)
@@ -634,11 +644,13 @@ class SQLAlchemyStorage(BaseStorage[V]):
         scheme, sep, rest = url.partition("://")
         parts = scheme.lower().split("+")
         if not sep or parts[0] != "sqlalchemy" or len(parts) not in (2, 3):
-            raise ConfigError(f"{url!r}: expected sqlalchemy+<dialect>[+<driver>]://...")
+            raise ConfigError(f"{_redacted(url)!r}: expected sqlalchemy+<dialect>[+<driver>]://...")
         dialect = parts[1]
         driver = parts[2] if len(parts) == 3 else DEFAULT_DRIVERS.get(dialect)
         if driver is None:
-            raise ConfigError(f"{url!r}: name the async driver, as in sqlalchemy+{dialect}+<driver>://")
+            raise ConfigError(
+                f"{_redacted(url)!r}: name the async driver, as in sqlalchemy+{dialect}+<driver>://"
+            )
         location, _, query = rest.partition("?")
         allowed = {"table", "default_ttl", "sweep_interval"}
         ours: list[tuple[str, str]] = []
@@ -650,7 +662,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
         try:
             parsed = make_url(sa_url)
         except sa_exc.ArgumentError as exc:
-            raise ConfigError(f"{url!r}: {exc}") from exc
+            raise ConfigError(f"{_redacted(url)!r}: {exc}") from exc
         return cls(parsed, **kwargs)
 
     def __repr__(self) -> str:
