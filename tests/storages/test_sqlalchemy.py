@@ -208,23 +208,54 @@ async def test_unreachable_server_is_unavailable_and_unhealthy(driver: str) -> N
 # -- concurrency and locks across engines ---------------------------------------------------------
 
 
-async def test_increments_from_two_engines_on_mariadb_total_exactly(mysql_url: str, unique: str) -> None:
-    first = SQLAlchemyStorage(mysql_url, table=unique)
-    second = SQLAlchemyStorage(mysql_url, table=unique)
+@pytest_asyncio.fixture(params=["mysql_url", "postgres_dsn"], ids=["mariadb", "postgresql"])
+async def two_engines(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[list[SQLAlchemyStorage]]:
+    """Two storages on one table through two engines: two processes, as far as the database can tell."""
+    url = request.getfixturevalue(request.param).replace("postgresql://", "postgresql+asyncpg://", 1)
+    storages = [SQLAlchemyStorage(url, table=unique), SQLAlchemyStorage(url, table=unique)]
     try:
-        await first.start()
-        await second.start()
-        # A fresh key: every increment races to create the row (the gap-lock case) before counting.
-        results = await asyncio.gather(
-            *(storage.increment("hits") for _ in range(50) for storage in (first, second))
-        )
-        assert sorted(results) == list(range(1, 101))
-        assert await first.get("hits") == 100
-        assert await second.get("hits") == 100
+        for storage in storages:
+            await storage.start()
+        yield storages
     finally:
-        await _drop_tables(first.engine, unique)
-        await first.stop()
-        await second.stop()
+        await _drop_tables(storages[0].engine, unique)
+        for storage in storages:
+            await storage.stop()
+
+
+async def test_increments_from_two_engines_total_exactly(two_engines: list[SQLAlchemyStorage]) -> None:
+    first, second = two_engines
+    # A fresh key: every increment races to create the row (on MariaDB, the gap-lock case) first.
+    results = await asyncio.gather(*(storage.increment("hits") for _ in range(50) for storage in two_engines))
+    assert sorted(results) == list(range(1, 101))
+    assert await first.get("hits") == 100
+    assert await second.get("hits") == 100
+
+
+async def test_insert_if_absent_from_two_engines_has_one_winner(two_engines: list[SQLAlchemyStorage]) -> None:
+    won = await asyncio.gather(
+        *(storage.compare_and_set("owner", i, expected=None) for i, storage in enumerate(two_engines * 10))
+    )
+    assert won.count(True) == 1
+    assert await two_engines[1].get("owner") == won.index(True)
+
+
+async def test_lock_excludes_across_engines(two_engines: list[SQLAlchemyStorage]) -> None:
+    inside: list[int] = []
+    tokens: list[int] = []
+
+    async def worker(storage: SQLAlchemyStorage) -> None:
+        async with storage.lock("chat:1", lease=5, timeout=10) as held:
+            inside.append(1)
+            assert len(inside) == 1, "two holders at once"
+            tokens.append(held.token)
+            await asyncio.sleep(0.01)
+            inside.pop()
+
+    await asyncio.gather(*(worker(storage) for storage in two_engines * 4))
+    assert len(tokens) == 8
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 8
 
 
 async def test_a_lost_lease_cannot_be_extended(tmp_path: Path) -> None:
