@@ -51,9 +51,7 @@ def find(results: Sequence[Result], name: str) -> Result | None:
 def ratio(results: Sequence[Result], subject: str, baseline: str, case: str) -> float | None:
     """ops/s of ``subject`` over ops/s of ``baseline`` on ``case``; None when either has no number."""
     a, b = find(results, subject), find(results, baseline)
-    x = a.ops(case) if a else None
-    y = b.ops(case) if b else None
-    return x / y if x and y else None
+    return a.ratio(b, case) if a and b else None
 
 
 def ratio_check(
@@ -89,7 +87,8 @@ def render(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], ma
 
 
 def ops_table(title: str, results: Sequence[Result], cases: Sequence[Case], markdown: bool) -> str:
-    """ops/s per case and, next to each, the ratio to the group's baseline (the first baseline)."""
+    """Median ops/s per case and, next to each, the ratio to the group's baseline (the first one),
+    the median of per-repeat ratios."""
     base = next((r for r in results if r.baseline), None)
     headers = ["subject"]
     for case in cases:
@@ -104,9 +103,9 @@ def ops_table(title: str, results: Sequence[Result], cases: Sequence[Case], mark
         row = [name]
         for case in cases:
             ops = r.ops(case.label)
-            b = base.ops(case.label) if base else None
+            x = r.ratio(base, case.label) if base else None
             row.append(f"{ops:,.0f}" if ops else "-")
-            row.append(f"{ops / b:.2f}x" if ops and b else "-")
+            row.append(f"{x:.2f}x" if x else "-")
         rows.append(row)
         note = r.note
         if r.ops_run:

@@ -152,8 +152,8 @@ async def sessions_group(ctx: Any) -> GroupReport:
         results = await measure(subjects, w, ctx.log, cases=[UPDATE])
         for backend, opener in openers.items():
             calls = await calls_per_update(opener)
-            raw, session, lazy = (_rate(results, f"{backend} {kind}") for kind in ("raw", "session", "lazy"))
-            overhead = raw / session if raw and session else None
+            raw, session, lazy = (find(results, f"{backend} {kind}") for kind in ("raw", "session", "lazy"))
+            overhead = raw.ratio(session, UPDATE.label) if raw and session else None  # time per update
             rows.append(
                 [
                     f"botstate {backend}",
@@ -191,10 +191,6 @@ async def sessions_group(ctx: Any) -> GroupReport:
     return GroupReport(title, text, checks)
 
 
-def _rate(results: list[Result], name: str) -> float | None:
-    result = find(results, name)
-    return result.ops(UPDATE.label) if result else None
-
-
-def _fmt(rate: float | None) -> str:
+def _fmt(result: Result | None) -> str:
+    rate = result.ops(UPDATE.label) if result else None
     return f"{rate:,.0f}" if rate else "-"

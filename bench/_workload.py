@@ -99,6 +99,16 @@ class Result:
         values = self.samples.get(label)
         return statistics.median(values) if values else None
 
+    def ratio(self, other: Result, label: str) -> float | None:
+        """Median of the per-repeat ratios to ``other``: each pairs samples taken moments apart,
+        so a burst of load elsewhere on the machine hits both sides of most pairs alike."""
+        mine, theirs = self.samples.get(label), other.samples.get(label)
+        if not mine or not theirs:
+            return None
+        if len(mine) != len(theirs):  # one side failed midway: fall back to the medians
+            return statistics.median(mine) / statistics.median(theirs)
+        return statistics.median([a / b for a, b in zip(mine, theirs, strict=True)])
+
 
 class Skip(Exception):
     """Raised by a factory when its subject cannot run here (package or server missing)."""
@@ -222,16 +232,18 @@ async def measure(
             result.ops_run = {p.case.label: p.ops for p in plans[result.name] if p.ops < workload.ops}
         for repeat in range(workload.repeats):
             log(f"  repeat {repeat + 1}/{workload.repeats}")
-            for result, bound in live:
-                if result.error:
-                    continue
-                for plan in plans[result.name]:
+            # Case by case, every subject in turn: the samples a ratio pairs up run seconds apart.
+            for case in cases or workload.cases:
+                for result, bound in live:
+                    plan = next((p for p in plans.get(result.name, ()) if p.case == case), None)
+                    if plan is None or result.error:
+                        continue
                     try:
-                        rate = await _timed(bound, plan.case, plan.parts, plan.rounds)
+                        rate = await _timed(bound, case, plan.parts, plan.rounds)
                     except Exception as exc:
-                        result.error = f"failed on {plan.case.label}: {_describe(exc)}"
+                        result.error = f"failed on {case.label}: {_describe(exc)}"
                         log(f"  {result.name}: {result.error}")
-                        break
-                    result.samples.setdefault(plan.case.label, []).append(rate)
+                        continue
+                    result.samples.setdefault(case.label, []).append(rate)
         gc.unfreeze()
     return results
