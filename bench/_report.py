@@ -31,8 +31,10 @@ class Check:
         return "PASS" if ok else "FAIL"
 
     def row(self) -> list[str]:
-        shown = f"{self.value:.2f}" if self.unit == "x" else f"{self.value:g}"
-        measured = "-" if self.value is None else shown + self.unit
+        if self.value is None:
+            measured = "-"
+        else:
+            measured = (f"{self.value:.2f}" if self.unit == "x" else f"{self.value:g}") + self.unit
         target = f"{'<=' if self.at_most else '>='} {self.limit:g}{self.unit}"
         return [self.label, measured, target, self.status, self.why_missing]
 
@@ -68,18 +70,23 @@ def ratio_check(
     return Check(label or f"{subject} {case} vs {baseline}", value, limit, why_missing=missing)
 
 
-def render(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
-    """A table with the first column left-aligned and the others right-aligned."""
+def render(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool, text_last: bool = False
+) -> str:
+    """A table of numbers: the first column (and the last with ``text_last``) left-aligned."""
+    left = {0, len(headers) - 1} if text_last else {0}
     if markdown:
         lines = [f"#### {title}", "", "| " + " | ".join(headers) + " |"]
-        lines.append("|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|")
+        lines.append("|" + "|".join(":---" if i in left else "---:" for i in range(len(headers))) + "|")
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        first, *rest = cells
-        parts = [first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)]
+        parts = [
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "  ".join(parts).rstrip()
 
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
@@ -123,4 +130,6 @@ def ops_table(title: str, results: Sequence[Result], cases: Sequence[Case], mark
 
 def checks_table(checks: Sequence[Check], markdown: bool) -> str:
     rows = [c.row() for c in checks]
-    return render("Targets", ["target", "measured", "limit", "status", "note"], rows, markdown)
+    return render(
+        "Targets", ["target", "measured", "limit", "status", "note"], rows, markdown, text_last=True
+    )
