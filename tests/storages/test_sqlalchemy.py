@@ -210,12 +210,14 @@ async def test_unreachable_server_is_unavailable_and_unhealthy(driver: str) -> N
 
 @pytest_asyncio.fixture(params=["mysql_url", "postgres_dsn"], ids=["mariadb", "postgresql"])
 async def two_engines(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[list[SQLAlchemyStorage]]:
-    """Two storages on one table through two engines: two processes, as far as the database can tell."""
+    """Two storages on one table through two engines: two processes, as far as the database can tell.
+
+    They start at the same moment on a table that does not exist yet, so both create it at once.
+    """
     url = request.getfixturevalue(request.param).replace("postgresql://", "postgresql+asyncpg://", 1)
     storages = [SQLAlchemyStorage(url, table=unique), SQLAlchemyStorage(url, table=unique)]
     try:
-        for storage in storages:
-            await storage.start()
+        await asyncio.gather(*(storage.start() for storage in storages))
         yield storages
     finally:
         await _drop_tables(storages[0].engine, unique)
