@@ -28,6 +28,9 @@ from .errors import (
     StorageUnavailable,
     WrongTypeError,
 )
+from .filecache import FileIdCache
+from .fsm import StateContext
+from .ratelimit import RateLimiter, RateLimitResult
 from .sessions import (
     MultiSession,
     MultiSessions,
@@ -46,6 +49,7 @@ from .sessions import (
 from .storages.lru import LruMemoryStorage
 from .storages.memory import MemoryStorage
 from .urls import open_storage
+from .wrappers import EnhancedStorage, Namespace, enhance_storage, namespace
 
 if TYPE_CHECKING:
     from .storages.file import FileStorage
@@ -87,6 +91,8 @@ __all__ = [
     "Codec",
     "ConfigError",
     "CorruptValueError",
+    "EnhancedStorage",
+    "FileIdCache",
     "FileStorage",
     "IterableStorage",
     "JsonCodec",
@@ -98,9 +104,12 @@ __all__ = [
     "ModelCodec",
     "MultiSession",
     "MultiSessions",
+    "Namespace",
     "NoSessionError",
     "PickleCodec",
     "PostgresStorage",
+    "RateLimitResult",
+    "RateLimiter",
     "RedisStorage",
     "SQLAlchemyStorage",
     "SQLiteStorage",
@@ -110,6 +119,7 @@ __all__ = [
     "SessionNotLoadedError",
     "SessionStats",
     "Sessions",
+    "StateContext",
     "Storage",
     "StorageError",
     "StorageUnavailable",
@@ -117,10 +127,12 @@ __all__ = [
     "UpdateInfo",
     "WrongTypeError",
     "chat_key",
+    "enhance_storage",
     "is_atomic_storage",
     "is_iterable_storage",
     "is_locking_storage",
     "is_ttl_storage",
+    "namespace",
     "open_storage",
     "topic_key",
     "user_in_chat_key",

@@ -140,17 +140,38 @@ def _has(obj: object, *names: str) -> bool:
     return all(callable(getattr(obj, name, None)) for name in names)
 
 
-def is_ttl_storage(storage: Storage[V]) -> TypeIs[TtlStorage[V]]:
+# Each guard has a second overload for concrete classes: mypy cannot infer ``V`` of a protocol
+# with overloaded members (``get``) from a class, so ``is_ttl_storage(MemoryStorage[int]())``
+# would otherwise fail to type-check. A concrete class keeps its own precise type when narrowed.
+
+
+@overload
+def is_ttl_storage(storage: Storage[V]) -> TypeIs[TtlStorage[V]]: ...
+@overload
+def is_ttl_storage(storage: object) -> TypeIs[TtlStorage[Any]]: ...
+def is_ttl_storage(storage: object) -> bool:
     return _has(storage, "touch")
 
 
-def is_iterable_storage(storage: Storage[V]) -> TypeIs[IterableStorage[V]]:
+@overload
+def is_iterable_storage(storage: Storage[V]) -> TypeIs[IterableStorage[V]]: ...
+@overload
+def is_iterable_storage(storage: object) -> TypeIs[IterableStorage[Any]]: ...
+def is_iterable_storage(storage: object) -> bool:
     return _has(storage, "keys", "values", "entries")
 
 
-def is_atomic_storage(storage: Storage[V]) -> TypeIs[AtomicStorage[V]]:
+@overload
+def is_atomic_storage(storage: Storage[V]) -> TypeIs[AtomicStorage[V]]: ...
+@overload
+def is_atomic_storage(storage: object) -> TypeIs[AtomicStorage[Any]]: ...
+def is_atomic_storage(storage: object) -> bool:
     return _has(storage, "compare_and_set", "increment")
 
 
-def is_locking_storage(storage: Storage[V]) -> TypeIs[LockingStorage[V]]:
+@overload
+def is_locking_storage(storage: Storage[V]) -> TypeIs[LockingStorage[V]]: ...
+@overload
+def is_locking_storage(storage: object) -> TypeIs[LockingStorage[Any]]: ...
+def is_locking_storage(storage: object) -> bool:
     return _has(storage, "lock")

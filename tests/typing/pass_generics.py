@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, assert_type
+from typing import Any, TypeVar, assert_type
 
 from botstate import (
     LruMemoryStorage,
@@ -15,6 +15,9 @@ from botstate import (
     is_ttl_storage,
     open_storage,
 )
+from botstate.wrappers import enhance_storage, namespace
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -58,6 +61,25 @@ async def capability_guards(storage: Storage[int]) -> None:
     if is_iterable_storage(storage):
         async for value in storage.values():
             assert_type(value, int)
+
+
+async def guards_on_concrete_classes() -> None:
+    storage: MemoryStorage[int] = MemoryStorage()
+    if is_atomic_storage(storage) and is_iterable_storage(storage):
+        assert_type(await storage.increment("n"), int)
+        async for value in storage.values():
+            assert_type(value, int)
+
+
+async def read(storage: Storage[T], key: str) -> T | None:
+    return await storage.get(key)
+
+
+async def generic_functions_infer_the_value_type() -> None:
+    ints: MemoryStorage[int] = MemoryStorage()
+    assert_type(await read(ints, "k"), int | None)
+    assert_type(await read(namespace(ints, "n:"), "k"), int | None)
+    assert_type(await read(enhance_storage(ints), "k"), int | None)
 
 
 def open_by_url() -> None:

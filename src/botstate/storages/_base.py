@@ -12,12 +12,13 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self, overload
 
 from typing_extensions import TypeVar
 
 from .._ttl import TTL, ttl_to_ms
 from ..codecs import JSON, Codec
+from ..contract import Storage
 from ..errors import (
     CorruptValueError,
     SerializationError,
@@ -57,7 +58,7 @@ def parse_counter(storage: BaseStorage[Any], key: str, data: bytes) -> int:
     raise WrongTypeError("cannot increment a value that is not an integer", key=key, backend=storage.backend)
 
 
-class BaseStorage(Generic[V]):
+class BaseStorage(Storage[V]):
     """Common base of the built-in backends. ``V`` is the value type the codec produces."""
 
     backend: ClassVar[str] = "storage"

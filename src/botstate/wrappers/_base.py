@@ -16,7 +16,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from functools import cache
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Literal, NoReturn, Self, TypeAlias, TypeVar
+from typing import Any, ClassVar, Literal, NoReturn, Self, TypeAlias, TypeVar
 
 from ..contract import Storage
 from ..errors import StorageError
@@ -85,7 +85,7 @@ def _without(cls: type, missing: frozenset[tuple[str, tuple[str, ...]]]) -> type
     return type(cls.__name__, (cls,), namespace)
 
 
-class StorageWrapper(Generic[V]):
+class StorageWrapper(Storage[V]):
     """Base of storage wrappers: holds the wrapped storage and mirrors its capabilities.
 
     ``_needs`` maps each optional method to the wrapped storage's methods it is built on. The
