@@ -34,7 +34,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import BindParameter
 
@@ -56,11 +55,6 @@ _DIGEST = LargeBinary().with_variant(mysql.BINARY(32), "mysql", "mariadb")
 _KEY = LargeBinary().with_variant(mysql.BLOB(), "mysql", "mariadb")
 _VALUE = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
-# Error codes that mean "the transaction lost a race, run it again": deadlocks and lock-wait
-# timeouts (MySQL/MariaDB), deadlock and serialization failures (PostgreSQL).
-_MYSQL_RETRY = frozenset({1205, 1213})
-_PG_RETRY = frozenset({"40P01", "40001"})
-
 
 def validate_table(name: object) -> str:
     """Accept lowercase SQL identifiers only: the name reaches DDL, and case folds differently per DB."""
@@ -78,18 +72,6 @@ def encode_key(key: str) -> bytes:
 
 def digest(key_bytes: bytes) -> bytes:
     return hashlib.sha256(key_bytes).digest()
-
-
-def is_retryable(exc: DBAPIError) -> bool:
-    """Whether a failed transaction lost a race (deadlock, lock timeout, insert race) and may be rerun."""
-    if isinstance(exc, IntegrityError):
-        return True
-    orig = exc.orig
-    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
-    if code in _PG_RETRY:
-        return True
-    args: tuple[Any, ...] = getattr(orig, "args", ())
-    return bool(args) and args[0] in _MYSQL_RETRY
 
 
 class Schema:

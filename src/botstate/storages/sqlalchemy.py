@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar
-from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import insert, select
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
@@ -29,36 +27,17 @@ from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
 from .._ttl import TTL, now_ms, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, LockError, StorageError
-from ..urls import parse_query
 from ._base import BaseStorage, V, bad_key, parse_counter
-from ._sqla_schema import (
-    SCAN_PAGE,
-    SCHEMA_VERSION,
-    Schema,
-    Statements,
-    digest,
-    encode_key,
-    is_retryable,
-)
+from ._sqla_engine import DEFAULT_DRIVERS, check_engine, is_retryable, is_unavailable, redacted, split_url
+from ._sqla_schema import SCAN_PAGE, SCHEMA_VERSION, Schema, Statements, digest, encode_key
 
-__all__ = ["SQLAlchemyLock", "SQLAlchemyStorage"]
+__all__ = ["DEFAULT_DRIVERS", "SQLAlchemyLock", "SQLAlchemyStorage"]
 
 T = TypeVar("T")
-
-DEFAULT_DRIVERS = {"mysql": "aiomysql", "mariadb": "aiomysql", "postgresql": "asyncpg", "sqlite": "aiosqlite"}
-"""The async driver a ``sqlalchemy+<dialect>://`` URL gets when it names none."""
 
 _ATTEMPTS = 10  # reruns of a transaction that lost a race (deadlock, insert race) before giving up
 _LOCK_ROW_RETENTION_MS = 3_600_000  # released lock rows older than this are swept
 _DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
-_UNAVAILABLE = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    sa_exc.DisconnectionError,
-    OSError,
-    TimeoutError,
-)
 
 
 async def _scalar(conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> Any:
@@ -71,45 +50,6 @@ async def _rowcount(conn: AsyncConnection, stmt: Executable, params: dict[str, A
 
 async def _rows(conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> list[Any]:
     return list((await conn.execute(stmt, params)).all())
-
-
-def _check_engine(engine: AsyncEngine) -> None:
-    """Refuse engines this storage cannot work on, with the fix in the message."""
-    url = engine.url
-    if engine.dialect.name == "sqlite":
-        database = url.database or ""
-        if database in ("", ":memory:") or "mode=memory" in database or url.query.get("mode") == "memory":
-            # One connection shared by concurrent transactions: they would interleave.
-            raise ConfigError(
-                "in-memory SQLite is private to one connection; give a file path, or use MemoryStorage"
-            )
-    if engine.dialect.driver == "aiomysql":
-        _check_aiomysql()
-
-
-def _check_aiomysql() -> None:
-    """aiomysql 0.3.2 cannot send ``bytes`` with PyMySQL 1.2.3+ (aio-libs/aiomysql#1080).
-
-    Every key here is bytes, so nothing would work. Probed by behaviour, not version numbers.
-    """
-    from aiomysql.connection import Connection
-
-    try:
-        Connection.escape(None, b"")  # the bytes path never touches self
-    except TypeError as exc:
-        raise ConfigError(
-            "this aiomysql cannot send bytes parameters with the installed PyMySQL "
-            f"(aio-libs/aiomysql#1080: {exc}); install 'PyMySQL<1.2'"
-        ) from None
-    except Exception:  # a fixed aiomysql that escapes differently: nothing to refuse
-        pass
-
-
-def _redacted(url: object) -> str:
-    """A URL fit for an error message: the password replaced by ``***``."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", str(url))
 
 
 def _live(exp: int | None, now: int) -> bool:
@@ -190,11 +130,9 @@ class SQLAlchemyStorage(BaseStorage[V]):
             try:
                 self._engine = create_async_engine(engine_or_url, **options)
             except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:  # e.g. a sync driver
-                raise ConfigError(
-                    f"cannot create an engine for {_redacted(engine_or_url)!r}: {exc}"
-                ) from None
+                raise ConfigError(f"cannot create an engine for {redacted(engine_or_url)!r}: {exc}") from None
             self._owns_engine = True
-        _check_engine(self._engine)
+        check_engine(self._engine)
         self._sql = Statements(self._schema, self._engine.dialect)
         # Shares the engine's pool; on asyncpg switching a connection to autocommit is a flag.
         self._autocommit: AsyncEngine | None = None
@@ -218,9 +156,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
         cause: BaseException = exc
         if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
             cause = exc.orig
-        if isinstance(exc, _UNAVAILABLE) or (
-            isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
-        ):
+        if is_unavailable(exc):
             return self._unavailable(cause, key)
         return self._error(f"{type(cause).__name__}: {cause}", key)
 
@@ -637,33 +573,12 @@ class SQLAlchemyStorage(BaseStorage[V]):
     def from_url(cls, url: str, **options: Any) -> Self:
         """``sqlalchemy+<dialect>[+<driver>]://...``: the SQLAlchemy URL after ``sqlalchemy+``.
 
-        Without a driver the dialect's default async one is used (:data:`DEFAULT_DRIVERS`). Query
+        Without a driver the dialect's default async one is used (``DEFAULT_DRIVERS``). Query
         options named like this class's keyword arguments (``table``, ``default_ttl``,
         ``sweep_interval``) configure the storage; the rest stay in the URL for the driver.
         """
-        scheme, sep, rest = url.partition("://")
-        parts = scheme.lower().split("+")
-        if not sep or parts[0] != "sqlalchemy" or len(parts) not in (2, 3):
-            raise ConfigError(f"{_redacted(url)!r}: expected sqlalchemy+<dialect>[+<driver>]://...")
-        dialect = parts[1]
-        driver = parts[2] if len(parts) == 3 else DEFAULT_DRIVERS.get(dialect)
-        if driver is None:
-            raise ConfigError(
-                f"{_redacted(url)!r}: name the async driver, as in sqlalchemy+{dialect}+<driver>://"
-            )
-        location, _, query = rest.partition("?")
-        allowed = {"table", "default_ttl", "sweep_interval"}
-        ours: list[tuple[str, str]] = []
-        theirs: list[tuple[str, str]] = []
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            (ours if name in allowed else theirs).append((name, value))
-        kwargs = {**parse_query("?" + urlencode(ours), allowed), **options}
-        sa_url = f"{dialect}+{driver}://{location}" + (f"?{urlencode(theirs)}" if theirs else "")
-        try:
-            parsed = make_url(sa_url)
-        except sa_exc.ArgumentError as exc:
-            raise ConfigError(f"{_redacted(url)!r}: {exc}") from exc
-        return cls(parsed, **kwargs)
+        sa_url, url_options = split_url(url)
+        return cls(sa_url, **{**url_options, **options})
 
     def __repr__(self) -> str:
         url = self._engine.url.render_as_string(hide_password=True)
