@@ -205,6 +205,72 @@ async def test_unreachable_server_is_unavailable_and_unhealthy(driver: str) -> N
         await storage.stop()
 
 
+# -- key ranges, lock rows -------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(
+    params=["mysql_url", "postgres_dsn", "sqlite"], ids=["mariadb", "postgresql", "sqlite"]
+)
+async def each_dialect(
+    request: pytest.FixtureRequest, unique: str, tmp_path: Path
+) -> AsyncIterator[SQLAlchemyStorage]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    else:
+        url = request.getfixturevalue(request.param).replace("postgresql://", "postgresql+asyncpg://", 1)
+    storage = SQLAlchemyStorage(url, table=unique)
+    try:
+        await storage.start()
+        yield storage
+    finally:
+        await _drop_tables(storage.engine, unique)
+        await storage.stop()
+
+
+MULTIBYTE_KEYS = [
+    "ключ:1",
+    "ключ:2",
+    "ключа",
+    "ключ",
+    "🙂:a",
+    "🙂🙂",
+    "\U0010ffff:x",
+    "\U0010ffff\U0010ffff",
+    "\x00:nul",
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("ключ:*", ["ключ:1", "ключ:2"]),
+        ("ключ*", ["ключ:1", "ключ:2", "ключа", "ключ"]),
+        ("🙂*", ["🙂:a", "🙂🙂"]),
+        ("\U0010ffff*", ["\U0010ffff:x", "\U0010ffff\U0010ffff"]),  # no upper bound exists
+        ("\x00*", ["\x00:nul"]),
+    ],
+)
+async def test_glob_prefixes_of_multibyte_keys(
+    each_dialect: SQLAlchemyStorage, pattern: str, expected: list[str]
+) -> None:
+    await each_dialect.set_many({key: i for i, key in enumerate(MULTIBYTE_KEYS)})
+    found = [key async for key in each_dialect.keys(pattern)]
+    assert sorted(found) == sorted(expected)
+
+
+async def test_swept_lock_rows_keep_tokens_growing(each_dialect: SQLAlchemyStorage) -> None:
+    async with each_dialect.lock("chat:1", lease=5) as first:
+        pass
+    locks = f"{each_dialect.table}_locks"
+    async with each_dialect.engine.begin() as conn:  # the release, two hours ago
+        await conn.exec_driver_sql(f"UPDATE {locks} SET exp = exp - 7200000")
+    await each_dialect.sweep()
+    async with each_dialect.engine.connect() as conn:
+        assert (await conn.exec_driver_sql(f"SELECT count(*) FROM {locks}")).scalar() == 0
+    async with each_dialect.lock("chat:1", lease=5) as second:
+        assert second.token > first.token
+
+
 # -- concurrency and locks across engines ---------------------------------------------------------
 
 
