@@ -24,7 +24,7 @@ from .._locks import KeyedLocks
 from ..contract import Lock, Storage, is_locking_storage
 from ..errors import ConfigError, LockError, StorageError
 
-__all__ = ["Guard", "Isolation", "IsolationMode", "LeaseGuard", "make_isolation"]
+__all__ = ["Guard", "Isolation", "IsolationMode", "LeaseGuard", "LocalIsolation", "make_isolation"]
 
 IsolationMode: TypeAlias = Literal["local", "distributed", "none"]
 
@@ -48,7 +48,7 @@ class _NoIsolation:
         return None
 
 
-class _LocalIsolation:
+class LocalIsolation:
     __slots__ = ("locks", "timeout")
 
     def __init__(self, timeout: float | None) -> None:
@@ -177,7 +177,7 @@ def make_isolation(
 ) -> Isolation:
     """The isolation for ``mode``; refuses a distributed mode the storage cannot provide."""
     if mode == "local":
-        return _LocalIsolation(timeout)
+        return LocalIsolation(timeout)
     if mode == "none":
         return _NoIsolation()
     if mode == "distributed":

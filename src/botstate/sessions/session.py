@@ -10,6 +10,11 @@ The I/O rules, which the tests pin by counting backend calls:
 
 "Changed" compares the value's encoding with a snapshot taken when the loaded value was first
 handed out, so in-place edits of nested data count, and re-assigning an equal value does not.
+
+On the built-in backends that offer encoded access (``_get_encoded``/``_set_encoded``) the snapshot
+is free: the bytes read are the baseline, and the value is encoded once at the end, compared with
+them and, when changed, written as they are. Other storages (wrappers, adapters) snapshot with
+their codec, or with deep copies when they have none.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Generic, NoReturn, TypeVar, overload
 
+from .._locks import KeyedLocks
 from .._ttl import TTL, ttl_to_ms
 from ..contract import Storage, is_ttl_storage
 from ..errors import BotstateError, ConfigError, SerializationError
-from ..storages._base import same_value
-from .isolation import Guard, IsolationMode, LeaseGuard, make_isolation
+from ..storages._base import BaseStorage, same_value
+from .isolation import Guard, IsolationMode, LeaseGuard, LocalIsolation, make_isolation
 from .keys import KeyFunction, chat_key
 
 __all__ = [
@@ -68,6 +74,24 @@ _MISSING: Final[Any] = _Missing()
 _NEW, _OPEN, _CLOSED = 0, 1, 2
 _KEEP, _WRITE, _DELETE, _TOUCH = 0, 1, 2, 3
 _RESOLVE: Final[Any] = object()
+
+
+def has_encoded_access(storage: object) -> bool:
+    """Whether sessions may read and write ``storage``'s stored bytes directly.
+
+    Only a built-in backend offering both encoded methods qualifies, and only while no subclass
+    overrides ``get`` or ``set`` below the class that defines them: such an override (a user's
+    logging subclass, say) would be bypassed by the fast path, so that storage keeps the plain one.
+    """
+    if not isinstance(storage, BaseStorage):
+        return False
+    mro = type(storage).__mro__
+
+    def depth(name: str) -> int:  # how far from the storage's own class ``name`` is defined
+        return next((i for i, klass in enumerate(mro) if name in vars(klass)), len(mro))
+
+    encoded = depth("_get_encoded"), depth("_set_encoded")
+    return max(encoded) < len(mro) and min(depth("get"), depth("set")) >= min(encoded)
 
 
 @dataclass(slots=True)
@@ -152,13 +176,17 @@ class Sessions(Generic[T]):
         self.initial = initial
         self.name = name
         self.prefix = f"{name}:" if name else ""
-        ttl_to_ms(ttl)  # validates early
+        self._ttl_ms = ttl_to_ms(ttl)  # validates early
         if ttl is not None and not is_ttl_storage(storage):
             raise ConfigError(f"ttl needs a storage with touch(); {self.backend} has none")
         self.ttl = ttl
         self.lazy = lazy
         self.key = key
         self.isolation = make_isolation(isolation, storage, self.backend, lease=lease, timeout=lock_timeout)
+        # The default isolation's keyed locks, taken directly: no guard object on the hot path.
+        self._locks = self.isolation.locks if type(self.isolation) is LocalIsolation else None
+        self._lock_timeout = lock_timeout
+        self._encoded_access = has_encoded_access(storage)
         self.stats = SessionStats()
         codec = getattr(storage, "codec", None)
         # The storage's own codec makes the snapshot exactly what would be stored (bytes compare
@@ -200,8 +228,8 @@ class Session(Generic[T]):
     ``key`` is the storage key (``None``: the update has no session).
     """
 
-    __slots__ = ("_baseline", "_fresh", "_fresh_value", "_guard", "_loaded", "_loading", "_original",
-                 "_sessions", "_state", "_update", "_value", "key")  # fmt: skip
+    __slots__ = ("_baseline", "_encoded", "_fresh", "_fresh_value", "_guard", "_loaded", "_loading",
+                 "_original", "_sessions", "_state", "_stored", "_update", "_value", "key")  # fmt: skip
 
     def __init__(self, sessions: Sessions[T], update: Any) -> None:
         self._sessions = sessions
@@ -210,9 +238,11 @@ class Session(Generic[T]):
         self._state = _NEW
         self._loaded = False  # True only while open and loaded: the one check on the hot path
         self._loading: asyncio.Future[None] | None = None
-        self._guard: Guard | None = None
+        self._guard: Guard | KeyedLocks | None = None
         self._original: Any = _MISSING  # the value read
+        self._stored: bytes | None = None  # the bytes it was decoded from (encoded access)
         self._baseline: Any = _MISSING  # its snapshot, taken when first handed out
+        self._encoded: bytes | None = None  # what to write (encoded access): encoded once, at the end
         self._value: Any = _MISSING  # the current value
         self._fresh_value: Any = _MISSING  # an initial() value handed out, and its snapshot
         self._fresh: Any = None
@@ -232,7 +262,8 @@ class Session(Generic[T]):
             value = self._value = self._fresh_value = initial()
             self._fresh = self._freeze(value)
         elif value is self._original and self._baseline is _MISSING:
-            self._baseline = self._freeze(value)  # before the handler can change it in place
+            stored = self._stored  # before the handler can change it in place:
+            self._baseline = self._freeze(value) if stored is None else stored
         return value  # type: ignore[no-any-return]
 
     @data.setter
@@ -293,14 +324,44 @@ class Session(Generic[T]):
             ) from exc
 
     # -- lifecycle -----------------------------------------------------------------------------
-    # The single-session path is flattened into few coroutine frames: it runs once per update.
+    # It runs once per update, so the usual case (a str key, an eager session, the default local
+    # isolation, a backend with encoded access) is flattened into ``__aenter__`` and ``__aexit__``
+    # with the helpers' work inlined: per update only the lock, the read and the write await.
+    # Every other case takes the general helpers below, which the same rules hold for.
 
     async def __aenter__(self) -> Session[T]:
-        key = self._start()
-        if key is _RESOLVE:
-            key = await self._sessions.resolve(self._update)
-        if self._opened(key):
-            await self._read(key)
+        if self._state != _NEW:
+            raise SessionError("a session can be entered only once; call sessions.open() again")
+        sessions = self._sessions
+        sessions.stats.opened += 1
+        update = self._update
+        if type(update) is str and update:
+            key: str | None = sessions.prefix + update
+        else:
+            key = await sessions.resolve(update)
+        self.key = key
+        self._state = _OPEN
+        if key is None:
+            sessions.stats.without_key += 1
+        elif not sessions.lazy:
+            locks = sessions._locks
+            if locks is None or not sessions._encoded_access:
+                await self._read(key)
+                return self
+            await locks.acquire(key, sessions._lock_timeout)  # ``_read``, inlined
+            self._guard = locks
+            storage: Any = sessions.storage
+            try:
+                data = await storage._get_encoded(key)
+                if data is not None:
+                    self._original = self._value = storage._decode_value(key, data)
+                    self._stored = data
+            except BaseException:
+                self._guard = None
+                locks.release(key)
+                raise
+            sessions.stats.reads += 1
+            self._loaded = True
         return self
 
     def _start(self) -> Any:
@@ -324,7 +385,13 @@ class Session(Generic[T]):
         return not self._sessions.lazy
 
     async def _lock(self, key: str) -> None:
-        guard = self._sessions.isolation.guard(key)
+        sessions = self._sessions
+        locks = sessions._locks
+        if locks is not None:  # the default isolation: the keyed lock itself, no guard object
+            await locks.acquire(key, sessions._lock_timeout)
+            self._guard = locks
+            return
+        guard = sessions.isolation.guard(key)
         if guard is not None:
             await guard.__aenter__()
             self._guard = guard
@@ -335,7 +402,14 @@ class Session(Generic[T]):
         if lock:
             await self._lock(key)
         try:
-            self._original = self._value = await sessions.storage.get(key, _MISSING)
+            storage: Any = sessions.storage
+            if sessions._encoded_access:
+                data = await storage._get_encoded(key)
+                if data is not None:
+                    self._original = self._value = storage._decode_value(key, data)
+                    self._stored = data
+            else:
+                self._original = self._value = await storage.get(key, _MISSING)
         except BaseException:
             await self._release()
             raise
@@ -346,7 +420,10 @@ class Session(Generic[T]):
         guard = self._guard
         if guard is not None:
             self._guard = None
-            await guard.__aexit__(None, None, None)
+            if type(guard) is KeyedLocks:
+                guard.release(self.key)  # type: ignore[arg-type]  # only held with a key
+            else:
+                await guard.__aexit__(None, None, None)  # type: ignore[union-attr]
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -355,42 +432,70 @@ class Session(Generic[T]):
         loaded = self._loaded
         self._loaded = False
         self._state = _CLOSED
-        stats = self._sessions.stats
+        sessions = self._sessions
         try:
             if not loaded:
-                if self.key is not None and self._sessions.lazy:
-                    stats.untouched += 1
+                if self.key is not None and sessions.lazy:
+                    sessions.stats.untouched += 1
             elif exc_type is not None:
-                stats.discarded += 1
+                sessions.stats.discarded += 1
             else:
                 action = self._plan()
-                if action != _KEEP:
+                if action == _KEEP:
+                    pass
+                elif action == _WRITE and sessions._encoded_access and type(self._guard) is not LeaseGuard:
+                    storage: Any = sessions.storage  # ``_apply``, inlined for the usual write
+                    ttl = sessions.ttl
+                    ttl_ms = storage.default_ttl_ms if ttl is None else sessions._ttl_ms
+                    await storage._set_encoded(self.key, self._encoded, ttl_ms)
+                    sessions.stats.writes += 1
+                else:
                     await self._apply(action)
         finally:
-            if self._guard is not None:
+            guard = self._guard
+            if type(guard) is KeyedLocks:  # ``_release``, inlined for the default isolation
+                self._guard = None
+                guard.release(self.key)  # type: ignore[arg-type]  # only held with a key
+            elif guard is not None:
                 await self._release()
 
     def _plan(self) -> int:
-        """What the end of the body needs: keep, write, delete or touch. Counts what it saves."""
-        stats = self._sessions.stats
+        """What the end of the body needs: keep, write, delete or touch. Counts what it saves.
+
+        The value is encoded at most once here; with encoded access those bytes are what is written.
+        """
+        sessions = self._sessions
         value, original = self._value, self._original
-        same = self._sessions.same
-        if value is self._fresh_value and value is not _MISSING and same(self._freeze(value), self._fresh):
-            value = self._value = _MISSING  # an initial() value nobody changed: not worth storing
-            if original is _MISSING:
-                stats.initial_not_saved += 1
-                return _KEEP
+        same = sessions.same
+        encoded: Any = _MISSING
+        if value is self._fresh_value and value is not _MISSING:
+            encoded = self._freeze(value)
+            if same(encoded, self._fresh):
+                value = self._value = _MISSING  # an initial() value nobody changed: not worth storing
+                if original is _MISSING:
+                    sessions.stats.initial_not_saved += 1
+                    return _KEEP
         if value is _MISSING:
             return _KEEP if original is _MISSING else _DELETE
         if original is _MISSING:
+            if sessions._encoded_access:  # encoded (or refused) exactly as ``set`` would
+                storage: Any = sessions.storage
+                self._encoded = storage._encode_value(self.key, value) if encoded is _MISSING else encoded
             return _WRITE
         baseline = self._baseline
-        if value is original and baseline is _MISSING:
-            pass  # never handed out: nobody could have changed it
-        elif not same(self._freeze(value), self._freeze(original) if baseline is _MISSING else baseline):
-            return _WRITE
-        stats.unchanged += 1
-        return _KEEP if self._sessions.ttl is None else _TOUCH
+        if value is not original or baseline is not _MISSING:  # else never handed out: unchanged
+            if encoded is _MISSING:
+                try:
+                    encoded = sessions.freeze(value)
+                except Exception:
+                    encoded = self._freeze(value)  # raises SerializationError naming the key
+            if baseline is _MISSING:  # replaced without being read
+                baseline = self._freeze(original) if self._stored is None else self._stored
+            if not same(encoded, baseline):
+                self._encoded = encoded
+                return _WRITE
+        sessions.stats.unchanged += 1
+        return _KEEP if sessions.ttl is None else _TOUCH
 
     async def _apply(self, action: int) -> None:
         sessions, key, stats = self._sessions, self.key, self._sessions.stats
@@ -398,17 +503,23 @@ class Session(Generic[T]):
         guard = self._guard
         if type(guard) is LeaseGuard:
             await guard.verify()
-        storage = sessions.storage
+        storage: Any = sessions.storage
         if action == _WRITE:
-            await storage.set(key, self._value, ttl=sessions.ttl)
+            if sessions._encoded_access:
+                await storage._set_encoded(key, self._encoded, storage._ttl(sessions.ttl))
+            else:
+                await storage.set(key, self._value, ttl=sessions.ttl)
             stats.writes += 1
         elif action == _DELETE:
             await storage.delete(key)
             stats.deletes += 1
         else:  # sliding expiry for an unchanged session; rewritten if it expired since the read
             stats.touches += 1
-            if not await storage.touch(key, sessions.ttl):  # type: ignore[attr-defined]
-                await storage.set(key, self._value, ttl=sessions.ttl)
+            if not await storage.touch(key, sessions.ttl):
+                if sessions._encoded_access:  # unchanged: the bytes read are the value's encoding
+                    await storage._set_encoded(key, self._stored, storage._ttl(sessions.ttl))
+                else:
+                    await storage.set(key, self._value, ttl=sessions.ttl)
                 stats.writes += 1
 
     def __repr__(self) -> str:

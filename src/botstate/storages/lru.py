@@ -70,3 +70,13 @@ class LruMemoryStorage(MemoryStorage[V]):
 
     if not TYPE_CHECKING:
         get = _get
+
+    async def _get_encoded(self, key: str) -> bytes | None:
+        """Like ``get``, a read makes the key the most recently used (``_set_encoded`` goes
+        through ``_put``, which bumps and evicts like ``set``)."""
+        if type(key) is not str or not key:
+            bad_key(key)
+        data = self._live(key)
+        if data is not None:
+            self._data.move_to_end(key)
+        return data

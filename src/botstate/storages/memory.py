@@ -70,6 +70,23 @@ class MemoryStorage(BaseStorage[V]):
         elif self._expires:
             self._expires.pop(key, None)
 
+    # -- encoded access (the sessions' fast path: no decode/encode round trip to compare) --------
+
+    async def _get_encoded(self, key: str) -> bytes | None:
+        """The stored bytes of ``key`` if present and unexpired; bad keys raise as in ``get``."""
+        data = self._data.get(key)  # ``_get``'s checks, in its order
+        if data is None:
+            if type(key) is not str or not key:
+                bad_key(key)
+            return None
+        if self._expires and self._live(key) is None:
+            return None
+        return data
+
+    async def _set_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
+        """Store bytes the codec already produced; ``ttl_ms`` is resolved (``self._ttl(ttl)``)."""
+        self._put(key, data, ttl_ms)
+
     # -- Storage ----------------------------------------------------------------------------
 
     async def _get(self, key: str, default: Any = None) -> Any:

@@ -300,6 +300,20 @@ class SQLiteStorage(BaseStorage[V]):
         writer = self._writer or (await self._connected())[1]
         await writer.submit(self._op_execute, (self._sql.set, (key, data, expires)), key)
 
+    async def _get_encoded(self, key: str) -> bytes | None:
+        """The stored bytes of a live entry (the sessions' fast path: no decode to compare)."""
+        if type(key) is not str or not key:
+            bad_key(key)
+        row = await self._row(key)
+        return None if row is None else row[0]
+
+    async def _set_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
+        """Store bytes the codec already produced, through the group commit like ``set``."""
+        if type(key) is not str or not key:
+            bad_key(key)
+        expires = None if ttl_ms is None else now_ms() + ttl_ms
+        await self._write(self._op_execute, (self._sql.set, (key, data, expires)), key)
+
     async def delete(self, key: str) -> bool:
         if type(key) is not str or not key:
             bad_key(key)
