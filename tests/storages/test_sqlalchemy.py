@@ -1,23 +1,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from _pg_server import PgServer, pg_server_or_skip
 from botstate import ConfigError, LockError, StorageError, StorageUnavailable, open_storage
 from botstate.storages.sqlalchemy import SQLAlchemyStorage
 from botstate.testing import StorageConformance
@@ -342,84 +335,17 @@ async def test_a_lost_lease_cannot_be_extended(tmp_path: Path) -> None:
 # -- a server that goes away and comes back --------------------------------------------------------
 
 
-class _ThrowawayPostgres:
-    """A PostgreSQL server of our own on a free loopback port, started and stopped by pid."""
-
-    def __init__(self, root: Path, user: str | None) -> None:
-        self.data = root / "data"
-        self.user = user
-        self.port = _closed_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        subprocess.run(
-            ["initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"],
-            user=user,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    def _launch(self) -> None:
-        options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off"]
-        self.process = subprocess.Popen(
-            ["postgres", "-D", str(self.data), "-p", str(self.port), *options],
-            user=self.user,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def start(self) -> None:
-        self._launch()
-        # Ready means answering queries: after a crash the port opens before recovery is done.
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", timeout=1)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
-                await asyncio.sleep(0.1)
-            else:
-                await conn.close()
-                return
-        raise RuntimeError("throwaway PostgreSQL did not start")
-
-    def stop(self, sig: signal.Signals = signal.SIGQUIT) -> None:
-        """SIGQUIT: immediate shutdown, as in a crash; the data directory stays usable."""
-        process, self.process = self.process, None
-        if process is not None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-
 @pytest.fixture
-def throwaway_postgres() -> Iterator[_ThrowawayPostgres]:
-    if shutil.which("initdb") is None or shutil.which("postgres") is None:
-        pytest.skip("initdb/postgres not installed")
-    user = None
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root without a postgres user")
-        user = "postgres"
-    root = Path(tempfile.mkdtemp(prefix="botstate-pg-"))
-    if user is not None:
-        shutil.chown(root, user)
-    server = _ThrowawayPostgres(root, user)
+def throwaway_postgres() -> Iterator[PgServer]:
+    server = pg_server_or_skip()
     try:
         yield server
     finally:
-        server.stop(signal.SIGINT)
-        shutil.rmtree(root, ignore_errors=True)
+        server.destroy()
 
 
-async def test_a_restarted_server_is_unavailable_then_recovers(
-    throwaway_postgres: _ThrowawayPostgres,
-) -> None:
-    await throwaway_postgres.start()
-    storage = SQLAlchemyStorage(f"postgresql+asyncpg://postgres@127.0.0.1:{throwaway_postgres.port}/postgres")
+async def test_a_restarted_server_is_unavailable_then_recovers(throwaway_postgres: PgServer) -> None:
+    storage = SQLAlchemyStorage(throwaway_postgres.dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
         await storage.set("chat:1", {"step": 1})
         throwaway_postgres.stop()
@@ -427,7 +353,7 @@ async def test_a_restarted_server_is_unavailable_then_recovers(
         with pytest.raises(StorageUnavailable) as info:
             await storage.get("chat:1")
         assert info.value.key == "chat:1"
-        await throwaway_postgres.start()
+        throwaway_postgres.start()
         # The pooled connection died with the server: pre-ping replaces it, no error reaches the bot.
         assert await storage.get("chat:1") == {"step": 1}
         assert await storage.health() is True
