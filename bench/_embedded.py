@@ -7,8 +7,6 @@ every write on its own (autocommit), the cheapest durable way to use SQLite one 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
@@ -18,7 +16,7 @@ from typing import Any
 
 import orjson
 from _report import Check, GroupReport, ops_table, ratio_check
-from _workload import Bound, Skip, Subject, Workload, measure
+from _workload import Bound, Skip, Subject, Workload, has_module, measure, need
 
 from botstate import LruMemoryStorage, MemoryStorage
 
@@ -31,22 +29,6 @@ SQLITE = "botstate SQLiteStorage"
 _UPSERT = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _SELECT = "SELECT value FROM kv WHERE key = ?"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
-
-
-def need(module: str, requirement: str) -> Any:
-    """Import a peer's module or skip its subject, saying what to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise Skip(f"{exc.name or module} is not installed (pip install '{requirement}')") from exc
-
-
-def has_module(name: str) -> bool:
-    """Whether a botstate module exists yet, without importing it."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 # -- in memory -----------------------------------------------------------------------------------
@@ -209,7 +191,9 @@ def disk_subjects(directory: Path) -> list[Subject]:
         Subject(SQLITE, at(botstate_sqlite)),
         Subject("aiosqlite", at(raw_aiosqlite), note="same settings, one thread hop per statement"),
         Subject(
-            "kurigram-addons SQLiteStorage", at(kurigram_sqlite), note="aiosqlite, its own defaults (WAL)"
+            "kurigram-addons SQLiteStorage",
+            at(kurigram_sqlite),
+            note="aiosqlite, WAL, SQLite's default synchronous=FULL",
         ),
         Subject("py-key-value-aio DiskStore", at(kv_disk), note="diskcache: sync SQLite calls in the loop"),
     ]
@@ -222,7 +206,7 @@ async def memory_group(ctx: Any) -> GroupReport:
     subjects = ctx.pick(MEMORY_SUBJECTS)
     results = await measure(subjects, ctx.workload, ctx.log)
     checks: list[Check] = [ratio_check(results, MEMORY, case, DICT, 0.25) for case in ("get seq", "set seq")]
-    title = f"In memory: {ctx.workload.ops:,} ops over {ctx.workload.keys:,} keys, ops/s (median of {ctx.workload.repeats})"
+    title = ctx.workload.title("In memory")
     return GroupReport(title, ops_table(title, results, ctx.workload.cases, ctx.markdown), checks)
 
 
@@ -241,5 +225,5 @@ async def disk_group(ctx: Any) -> GroupReport:
             label=f"{SQLITE} set x{ctx.workload.concurrency} vs {RAW_SQLITE} (commit per write)",
         ),
     ]
-    title = f"On disk: {ctx.workload.ops:,} ops over {ctx.workload.keys:,} keys, ops/s (median of {ctx.workload.repeats})"
+    title = ctx.workload.title("On disk")
     return GroupReport(title, ops_table(title, results, ctx.workload.cases, ctx.markdown), checks)

@@ -17,9 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from _embedded import aiogram_keys, has_module, need
+from _embedded import aiogram_keys
 from _report import Check, GroupReport, ops_table, ratio_check
-from _workload import Bound, Result, Skip, Subject, Workload, measure
+from _workload import Bound, Result, Skip, Subject, Workload, has_module, measure, need
 
 RAW_REDIS = "redis-py asyncio GET/SET"
 REDIS = "botstate RedisStorage"
@@ -147,7 +147,7 @@ async def _drop_redis_keys(url: str, prefix: str) -> None:
 
 async def redis_group(ctx: Any) -> GroupReport:
     w = ctx.workload
-    title = f"Redis: {w.ops:,} ops over {w.keys:,} keys, ops/s (median of {w.repeats})"
+    title = w.title("Redis")
     checks = check_thresholds([], REDIS, RAW_REDIS, w.concurrency)
     if not reachable(ctx.redis_url):
         return skipped_report(title, f"no Redis at {ctx.redis_url}", checks)
@@ -238,7 +238,7 @@ async def _drop_tables(dsn: str, prefix: str) -> None:
 
 async def postgres_group(ctx: Any) -> GroupReport:
     w = ctx.workload
-    title = f"PostgreSQL: {w.ops:,} ops over {w.keys:,} keys, ops/s (median of {w.repeats})"
+    title = w.title("PostgreSQL")
     checks = check_thresholds([], PG, RAW_PG, w.concurrency)
     if not reachable(ctx.postgres_dsn):
         return skipped_report(title, f"no PostgreSQL at {ctx.postgres_dsn}", checks)

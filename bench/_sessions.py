@@ -17,9 +17,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from _embedded import has_module
 from _report import Check, GroupReport, find, render
-from _workload import Bound, Case, Result, Skip, Subject, Workload, measure
+from _workload import Bound, Case, Result, Skip, Subject, Workload, has_module, measure
 
 from botstate import MemoryStorage
 
@@ -133,7 +132,7 @@ async def calls_per_update(opener: Opener, updates: int = 100) -> dict[str, floa
 
 async def sessions_group(ctx: Any) -> GroupReport:
     w = dataclasses.replace(ctx.workload, ops=ctx.session_updates)
-    title = f"Sessions: {w.ops:,} sequential updates over {w.keys:,} keys, updates/s (median of {w.repeats})"
+    title = w.title("Sessions, sequential updates", unit="updates/s")
     try:
         _sessions_module()
     except Skip as exc:
