@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from botstate import CorruptValueError, LruMemoryStorage, MemoryStorage, SerializationError, SQLiteStorage
-from botstate.sessions import Sessions
+from botstate.sessions import MultiSessions, Sessions
 from botstate.sessions.session import has_encoded_access
 
 KEY = "session:chat"
@@ -140,3 +140,31 @@ async def test_a_subclass_overriding_set_is_not_bypassed() -> None:
         session.data = {"n": 1}
     assert storage.written == [KEY]
     assert await storage.get(KEY) == {"n": 1}
+
+
+@pytest.mark.parametrize("isolation", ["local", "distributed"])
+@pytest.mark.parametrize("lazy", [False, True])
+async def test_concurrent_updates_of_one_key_are_serialised(storage: Any, isolation: Any, lazy: bool) -> None:
+    sessions: Sessions[int] = Sessions(storage, initial=int, isolation=isolation, lazy=lazy)
+
+    async def bump() -> None:
+        async with sessions.open("chat") as session:
+            await session.load()
+            value = session.data
+            await asyncio.sleep(0)  # let the others run between the read and the write
+            session.data = value + 1
+
+    await asyncio.gather(*(bump() for _ in range(10)))
+    assert await storage.get(KEY) == 10
+
+
+async def test_multi_sessions_read_and_write_each_part(storage: Any) -> None:
+    multi = MultiSessions(
+        settings=Sessions(storage, name="settings", initial=lambda: {"lang": "en"}),
+        cart=Sessions(storage, name="cart", initial=list, lazy=True),
+    )
+    async with multi.open("chat") as session:
+        assert session.settings.data == {"lang": "en"}
+        (await session.cart.load()).append("tea")
+    assert await storage.has("settings:chat") is False
+    assert await storage.get("cart:chat") == ["tea"]

@@ -354,7 +354,11 @@ class Session(Generic[T]):
             try:
                 data = await storage._get_encoded(key)
                 if data is not None:
-                    self._original = self._value = storage._decode_value(key, data)
+                    try:
+                        self._original = self._value = storage._decode(data)
+                    except Exception:
+                        storage._decode_value(key, data)  # raises CorruptValueError naming the key
+                        raise
                     self._stored = data
             except BaseException:
                 self._guard = None

@@ -71,9 +71,11 @@ class LruMemoryStorage(MemoryStorage[V]):
     if not TYPE_CHECKING:
         get = _get
 
+    async def _set_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
+        self._put(key, data, ttl_ms)  # bumps and evicts, like set
+
     async def _get_encoded(self, key: str) -> bytes | None:
-        """Like ``get``, a read makes the key the most recently used (``_set_encoded`` goes
-        through ``_put``, which bumps and evicts like ``set``)."""
+        """Like ``get``, a read makes the key the most recently used."""
         if type(key) is not str or not key:
             bad_key(key)
         data = self._live(key)

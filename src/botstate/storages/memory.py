@@ -85,7 +85,14 @@ class MemoryStorage(BaseStorage[V]):
 
     async def _set_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
         """Store bytes the codec already produced; ``ttl_ms`` is resolved (``self._ttl(ttl)``)."""
-        self._put(key, data, ttl_ms)
+        # _put inlined, as in set (LruMemoryStorage overrides this with its _put, which evicts).
+        if type(key) is not str or not key:
+            bad_key(key)
+        self._data[key] = data
+        if ttl_ms is not None:
+            self._expires[key] = monotonic_ms() + ttl_ms
+        elif self._expires:
+            self._expires.pop(key, None)
 
     # -- Storage ----------------------------------------------------------------------------
 
