@@ -1,7 +1,4 @@
-"""Bot state in SQLite that survives a restart: run this twice.
-
-    python examples/quickstart.py [path/to/state.db]
-"""
+"""Bot state in SQLite that survives a restart: run ``python examples/quickstart.py [db]`` twice."""
 
 from __future__ import annotations
 
