@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,6 @@ async def test_seeded_from_mapping_and_pairs() -> None:
 async def test_expired_entries_free_their_memory_on_access() -> None:
     storage = MemoryStorage()
     await storage.set("k", 1, ttl=0.001)
-    import asyncio
-
     await asyncio.sleep(0.01)
     assert len(storage) == 1
     assert await storage.get("k") is None
@@ -78,3 +77,34 @@ async def test_lru_set_bumps_recency() -> None:
 def test_lru_max_must_be_positive_int(bad: Any) -> None:
     with pytest.raises(ValueError):
         LruMemoryStorage(max=bad)
+
+
+# -- encoded access (what sessions use to skip a decode/encode round trip) ---------------------
+
+
+@pytest.mark.parametrize("factory", [MemoryStorage, LruMemoryStorage])
+async def test_encoded_access_reads_and_writes_what_set_and_get_see(factory: Any) -> None:
+    storage = factory()
+    await storage.set("a", {"n": 1})
+    assert await storage._get_encoded("a") == storage.codec.encode({"n": 1})
+    assert await storage._get_encoded("missing") is None
+    await storage._set_encoded("b", storage.codec.encode([1, 2]), None)
+    assert await storage.get("b") == [1, 2]
+    await storage._set_encoded("c", b"3", 1)  # ttl_ms, already resolved
+    await asyncio.sleep(0.01)
+    assert await storage._get_encoded("c") is None
+    with pytest.raises(TypeError):
+        await storage._get_encoded(1)
+    with pytest.raises(ValueError):
+        await storage._get_encoded("")
+    with pytest.raises(ValueError):
+        await storage._set_encoded("", b"1", None)
+
+
+async def test_lru_encoded_access_keeps_recency_and_eviction() -> None:
+    storage = LruMemoryStorage(max=2)
+    await storage.set("a", 1)
+    await storage.set("b", 2)
+    assert await storage._get_encoded("a") == b"1"  # a is now the most recent
+    await storage._set_encoded("c", b"3", None)  # evicts b, like set
+    assert await storage.get_many(["a", "b", "c"]) == [1, None, 3]
