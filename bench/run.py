@@ -156,7 +156,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
     for name in [g for g in GROUPS if g in args.groups.split(",")]:
         ctx.log(f"[{name}]")
         started = time.perf_counter()
-        report = await GROUPS[name](ctx)
+        try:
+            report = await GROUPS[name](ctx)
+        except Exception as exc:  # a backend mid-rewrite must not cost the other groups' numbers
+            ctx.log(f"  {name} failed: {type(exc).__name__}: {exc}")
+            report = GroupReport(name, f"{name}\n  failed: {type(exc).__name__}: {exc}", [])
         ctx.log(f"  {name} took {time.perf_counter() - started:.0f} s")
         print()
         print(report.text, flush=True)
