@@ -80,7 +80,7 @@ def has_encoded_access(storage: object) -> bool:
     """Whether sessions may read and write ``storage``'s stored bytes directly.
 
     Only a built-in backend offering both encoded methods qualifies, and only while no subclass
-    overrides ``get`` or ``set`` below the class that defines them: such an override (a user's
+    overrides ``get`` or ``set`` below the classes that define them: such an override (a user's
     logging subclass, say) would be bypassed by the fast path, so that storage keeps the plain one.
     """
     if not isinstance(storage, BaseStorage):
@@ -91,7 +91,7 @@ def has_encoded_access(storage: object) -> bool:
         return next((i for i, klass in enumerate(mro) if name in vars(klass)), len(mro))
 
     encoded = depth("_get_encoded"), depth("_set_encoded")
-    return max(encoded) < len(mro) and min(depth("get"), depth("set")) >= min(encoded)
+    return max(encoded) < len(mro) and min(depth("get"), depth("set")) >= max(encoded)
 
 
 @dataclass(slots=True)
