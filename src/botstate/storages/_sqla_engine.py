@@ -8,6 +8,7 @@ worth rerunning versus a database that is not there.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_DRIVERS",
     "URL_OPTIONS",
     "check_engine",
+    "engine_defaults",
     "is_retryable",
     "is_unavailable",
     "redacted",
@@ -47,6 +49,26 @@ _UNAVAILABLE = (
     OSError,
     TimeoutError,
 )
+
+
+# A database that stops answering must become StorageUnavailable, not a bot that hangs.
+_DRIVER_TIMEOUTS: dict[str, dict[str, Any]] = {
+    "asyncpg": {"timeout": 10.0, "command_timeout": 10.0},
+    "aiomysql": {"connect_timeout": 10},
+}
+
+
+def engine_defaults(url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``create_async_engine`` keywords for an engine the storage owns; ``options`` override them.
+
+    ``pool_pre_ping`` replaces connections a restarted server closed before they fail an
+    operation; the driver's timeouts (connect and, on asyncpg, each statement) are merged under
+    any ``connect_args`` given.
+    """
+    merged: dict[str, Any] = {"pool_pre_ping": True, **options}
+    timeouts = _DRIVER_TIMEOUTS.get(url.get_driver_name(), {})
+    merged["connect_args"] = {**timeouts, **merged.get("connect_args", {})}
+    return merged
 
 
 def split_url(url: str) -> tuple[URL, dict[str, Any]]:

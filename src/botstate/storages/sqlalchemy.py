@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import insert, select
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
@@ -28,7 +28,15 @@ from .._ttl import TTL, now_ms, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, LockError, StorageError
 from ._base import BaseStorage, V, bad_key, parse_counter
-from ._sqla_engine import DEFAULT_DRIVERS, check_engine, is_retryable, is_unavailable, redacted, split_url
+from ._sqla_engine import (
+    DEFAULT_DRIVERS,
+    check_engine,
+    engine_defaults,
+    is_retryable,
+    is_unavailable,
+    redacted,
+    split_url,
+)
 from ._sqla_schema import SCAN_PAGE, SCHEMA_VERSION, Schema, Statements, digest, encode_key
 
 __all__ = ["DEFAULT_DRIVERS", "SQLAlchemyLock", "SQLAlchemyStorage"]
@@ -101,7 +109,8 @@ class SQLAlchemyStorage(BaseStorage[V]):
 
     ``engine_or_url`` is an ``AsyncEngine`` (shared with the application, never disposed here) or a
     SQLAlchemy URL such as ``mysql+aiomysql://user@host/db``, for which the storage creates, and on
-    ``stop()`` disposes, its own engine with ``engine_options`` (``pool_pre_ping`` on by default).
+    ``stop()`` disposes, its own engine with ``engine_options`` (defaults: ``pool_pre_ping``, and
+    10-second connect and statement timeouts where the driver has them).
     ``table`` names the entries table; ``<table>_locks`` and ``<table>_version`` sit beside it. The
     tables are created on first use.
     """
@@ -126,11 +135,12 @@ class SQLAlchemyStorage(BaseStorage[V]):
             self._engine = engine_or_url
             self._owns_engine = False
         else:
-            options = {"pool_pre_ping": True, **(engine_options or {})}
             try:
+                options = engine_defaults(make_url(engine_or_url), engine_options or {})
                 self._engine = create_async_engine(engine_or_url, **options)
             except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:  # e.g. a sync driver
-                raise ConfigError(f"cannot create an engine for {redacted(engine_or_url)!r}: {exc}") from None
+                where = redacted(engine_or_url)
+                raise ConfigError(f"cannot create an engine for {where!r}: {exc}") from exc
             self._owns_engine = True
         check_engine(self._engine)
         self._sql = Statements(self._schema, self._engine.dialect)
@@ -157,6 +167,8 @@ class SQLAlchemyStorage(BaseStorage[V]):
         if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
             cause = exc.orig
         if is_unavailable(exc):
+            if not str(cause):  # asyncio's TimeoutError says nothing by itself
+                cause = type(cause)("the database did not answer in time")
             return self._unavailable(cause, key)
         return self._error(f"{type(cause).__name__}: {cause}", key)
 
@@ -176,7 +188,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
         ``BEGIN``/``COMMIT`` around it).
         """
         if not self._ready:
-            await self._ensure_schema()
+            await self._ensure_schema(key)
         engine = self._autocommit if single and self._autocommit is not None else self._engine
         for attempt in range(1, _ATTEMPTS + 1):
             try:
@@ -216,7 +228,8 @@ class SQLAlchemyStorage(BaseStorage[V]):
             await conn.rollback()
         await conn.execute(stmt, params)
 
-    async def _ensure_schema(self) -> None:
+    async def _ensure_schema(self, key: str | None = None) -> None:
+        """Create the tables if missing and check their layout; ``key`` is the operation that asked."""
         async with self._ready_lock:
             if self._ready:
                 return
@@ -238,7 +251,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
                     break
                 except _DB_ERRORS as exc:  # e.g. another process created the tables at the same time
                     if attempt == 3:
-                        raise self._wrap(exc, None) from exc
+                        raise self._wrap(exc, key) from exc
                 await asyncio.sleep(0.05 * attempt)
             self._ready = True
 
