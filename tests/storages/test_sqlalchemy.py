@@ -156,8 +156,10 @@ async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
         await storage.set("k", 1)
         async with storage.engine.begin() as conn:
             await conn.exec_driver_sql("UPDATE botstate_version SET version = 99")
+    newer = SQLAlchemyStorage(url)
     with pytest.raises(StorageError, match="schema version 99"):
-        await SQLAlchemyStorage(url).start()
+        await newer.start()
+    assert newer.engine.pool.checkedin() == 0  # the failed start closed what it opened
 
 
 async def test_a_table_of_another_layout_is_refused_and_left_alone(tmp_path: Path) -> None:
@@ -191,7 +193,7 @@ async def test_unreachable_server_is_unavailable_and_unhealthy(driver: str) -> N
         assert await storage.health() is False
         with pytest.raises(StorageUnavailable) as info:
             await storage.get("chat:1")
-        assert info.value.backend == "sqlalchemy"
+        assert (info.value.key, info.value.backend) == ("chat:1", "sqlalchemy")
         with pytest.raises(StorageUnavailable):
             await storage.set("chat:1", 1)
     finally:

@@ -268,7 +268,12 @@ class SQLAlchemyStorage(BaseStorage[V]):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        await self._ensure_schema()
+        try:
+            await self._ensure_schema()
+        except BaseException:
+            if self._owns_engine:  # a failed ``async with`` never reaches stop(): close what we opened
+                await self._engine.dispose()
+            raise
 
     async def _close(self) -> None:
         self._ready = False
