@@ -29,9 +29,14 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python bench/run.py
+# The peers pin their own dependencies (aiogram: pydantic<2.14): a venv of its own keeps the dev
+# venv's versions untouched.
+BENCH_VENV := .venv-bench
+
+bench:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench]'
+	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
