@@ -200,6 +200,34 @@ async def test_unreachable_server_is_unavailable_and_unhealthy(driver: str) -> N
         await storage.stop()
 
 
+async def test_a_server_that_never_answers_is_unavailable() -> None:
+    release = asyncio.Event()
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        await release.wait()  # accept, then say nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    options = {"connect_args": {"timeout": 0.3}}  # asyncpg's connect timeout; the default is 10 s
+    storage = SQLAlchemyStorage(f"postgresql+asyncpg://u@127.0.0.1:{port}/db", engine_options=options)
+    try:
+        with pytest.raises(StorageUnavailable) as info:
+            await storage.get("chat:1")
+        assert info.value.key == "chat:1"
+        assert "did not answer in time" in str(info.value)
+    finally:
+        await storage.stop()
+        release.set()
+        await asyncio.gather(*handlers)
+        server.close()
+        await server.wait_closed()
+
+
 # -- key ranges, lock rows -------------------------------------------------------------------------
 
 
@@ -264,34 +292,6 @@ async def test_swept_lock_rows_keep_tokens_growing(each_dialect: SQLAlchemyStora
         assert (await conn.exec_driver_sql(f"SELECT count(*) FROM {locks}")).scalar() == 0
     async with each_dialect.lock("chat:1", lease=5) as second:
         assert second.token > first.token
-
-
-async def test_a_server_that_never_answers_is_unavailable() -> None:
-    release = asyncio.Event()
-    handlers: list[asyncio.Task[Any]] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.append(task)
-        await release.wait()  # accept, then say nothing
-        writer.close()
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    options = {"connect_args": {"timeout": 0.3}}  # asyncpg's connect timeout; the default is 10 s
-    storage = SQLAlchemyStorage(f"postgresql+asyncpg://u@127.0.0.1:{port}/db", engine_options=options)
-    try:
-        with pytest.raises(StorageUnavailable) as info:
-            await storage.get("chat:1")
-        assert info.value.key == "chat:1"
-        assert "did not answer in time" in str(info.value)
-    finally:
-        await storage.stop()
-        release.set()
-        await asyncio.gather(*handlers)
-        server.close()
-        await server.wait_closed()
 
 
 # -- concurrency and locks across engines ---------------------------------------------------------
