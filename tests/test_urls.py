@@ -174,3 +174,11 @@ def test_known_schemes_include_plugins() -> None:
 def test_plugin_schemes_are_unknown_once_uninstalled() -> None:
     with pytest.raises(ConfigError):
         open_storage("plugdb://somewhere/0")
+
+
+def test_sqlalchemy_scheme_may_name_a_driver() -> None:
+    pytest.importorskip("sqlalchemy")
+    from botstate.storages.sqlalchemy import SQLAlchemyStorage
+
+    storage = open_storage("sqlalchemy+sqlite+aiosqlite:///driver-named.db")
+    assert isinstance(storage, SQLAlchemyStorage)

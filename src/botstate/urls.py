@@ -65,6 +65,8 @@ def open_storage(url: str, **options: Any) -> Any:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"not a storage URL: {url!r} (expected scheme://..., one of {known_schemes()})")
     scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith("sqlalchemy+"):  # sqlalchemy+mysql+asyncmy:// names a driver as well
+        scheme = "+".join(scheme.split("+")[:2])
     factory: Callable[..., Any]
     if scheme in _BUILTIN:
         try:

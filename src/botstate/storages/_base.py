@@ -122,7 +122,8 @@ class BaseStorage(Storage[V]):
         )
 
     def _unavailable(self, exc: BaseException, key: str | None = None) -> StorageUnavailable:
-        return StorageUnavailable(f"{type(exc).__name__}: {exc}", key=key, backend=self.backend)
+        detail = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else "")
+        return StorageUnavailable(f"{type(exc).__name__}: {detail}", key=key, backend=self.backend)
 
     def _error(self, message: str, key: str | None = None) -> StorageError:
         return StorageError(message, key=key, backend=self.backend)
