@@ -222,3 +222,17 @@ def test_model_codec_without_pydantic_handles_flat_dataclasses(monkeypatch: pyte
         codec.encode({"x": 3})
     with pytest.raises(TypeError):
         ModelCodec(dict)
+
+
+def test_encoded_values_hold_no_spare_buffer() -> None:
+    """A storage keeping encoded values (MemoryStorage) pays their allocation per entry."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [JsonCodec().encode({"state": "menu", "count": i, "lang": "en"}) for i in range(2000)]
+        per_value = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_value < 200
