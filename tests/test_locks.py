@@ -74,3 +74,14 @@ async def test_table_is_pruned_after_many_keys() -> None:
         async with locks.hold(f"chat:{i}"):
             pass
     assert len(locks) == 0
+
+
+async def test_try_acquire_takes_only_a_free_key() -> None:
+    locks = KeyedLocks()
+    token = locks.try_acquire("k")
+    assert token is not None
+    assert locks.try_acquire("k") is None
+    locks.release("k")
+    assert locks.try_acquire("k") is not None
+    locks.release("k")
+    assert len(locks) == 0

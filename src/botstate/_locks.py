@@ -50,6 +50,14 @@ class KeyedLocks:
     def __len__(self) -> int:
         return len(self._held)
 
+    def try_acquire(self, key: str) -> int | None:
+        """Take ``key`` if nobody holds it (a token), else ``None``: no coroutine for the common case."""
+        held = self._held
+        if key in held:
+            return None
+        held[key] = None
+        return next(self._tokens)
+
     async def acquire(self, key: str, timeout: float | None = None) -> int:
         """Wait for ``key`` (at most ``timeout`` seconds, else ``LockError``); returns a token."""
         held = self._held

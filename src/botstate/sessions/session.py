@@ -348,7 +348,8 @@ class Session(Generic[T]):
             if locks is None or not sessions._encoded_access:
                 await self._read(key)
                 return self
-            await locks.acquire(key, sessions._lock_timeout)  # ``_read``, inlined
+            if locks.try_acquire(key) is None:  # ``_read``, inlined
+                await locks.acquire(key, sessions._lock_timeout)
             self._guard = locks
             storage: Any = sessions.storage
             try:
@@ -392,7 +393,8 @@ class Session(Generic[T]):
         sessions = self._sessions
         locks = sessions._locks
         if locks is not None:  # the default isolation: the keyed lock itself, no guard object
-            await locks.acquire(key, sessions._lock_timeout)
+            if locks.try_acquire(key) is None:
+                await locks.acquire(key, sessions._lock_timeout)
             self._guard = locks
             return
         guard = sessions.isolation.guard(key)
