@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -41,9 +39,10 @@ from redis.retry import Retry
 from .._glob import _tokens, compile_glob, escape, is_literal, literal_prefix
 from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
-from ..errors import ConfigError, LockError, StorageError, WrongTypeError
+from ..errors import ConfigError, StorageError, WrongTypeError
 from . import _redis_scripts as scripts
-from ._base import BaseStorage, V, bad_key, log, parse_counter
+from ._base import BaseStorage, V, bad_key, parse_counter
+from ._lease import BUSY, Busy, LeaseLock
 from ._redis_lane import Command, Lane
 
 __all__ = ["RedisLock", "RedisStorage"]
@@ -537,18 +536,9 @@ class RedisStorage(BaseStorage[V]):
 
     # -- LockingStorage ---------------------------------------------------------------------------
 
-    def lock(
-        self, key: str, *, lease: float = 30.0, timeout: float | None = None
-    ) -> AbstractAsyncContextManager[RedisLock]:
+    def lock(self, key: str, *, lease: float = 30.0, timeout: float | None = None) -> RedisLock:
         """A lease lock shared by every process using this Redis (see :class:`RedisLock`)."""
-        if type(key) is not str or not key:
-            bad_key(key)
-        lease_ms = ttl_to_ms(lease)
-        if lease_ms is None:
-            raise ValueError("lease must be positive seconds")
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0 seconds or None")
-        return self._hold(key, lease_ms, timeout)
+        return RedisLock(self, key, lease=lease, timeout=timeout)
 
     def _lock_keys(self, key: str) -> list[str]:
         # One hash tag for both keys (same cluster slot); "@" keeps the tag non-empty, since an
@@ -556,83 +546,42 @@ class RedisStorage(BaseStorage[V]):
         lock = f"{self.lock_prefix}{{@{self.prefix}{key}}}"
         return [lock, lock + ":token"]
 
-    @asynccontextmanager
-    async def _hold(self, key: str, lease_ms: int, timeout: float | None) -> AsyncIterator[RedisLock]:
-        keys = self._lock_keys(key)
-        owner = os.urandom(16).hex()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        delay = 0.002
-        while True:
-            try:
-                token = await self._script(
-                    scripts.LOCK_ACQUIRE, keys, owner, lease_ms, lease_ms + _TOKEN_KEEP_MS
-                )
-            except _CLIENT_ERRORS as exc:
-                raise self._wrap(exc, key) from exc
-            if token:
-                break
-            now = loop.time()
-            if deadline is not None and now >= deadline:
-                raise LockError(f"lock not acquired within {timeout}s", key=key, backend=self.backend)
-            pause = delay * random.uniform(0.5, 1.0)  # jitter: waiters do not poll in lockstep
-            await asyncio.sleep(pause if deadline is None else min(pause, max(deadline - now, 0.0)))
-            delay = min(delay * 2, 0.1)
-        held = RedisLock(self, key, keys[0], owner, int(token), lease_ms)
-        try:
-            yield held
-        except BaseException:
-            await held._release(quiet=True)
-            raise
-        await held._release()
 
+class RedisLock(LeaseLock[tuple[str, int]]):
+    """A Redis lease lock: ``token`` is the fencing token, ``extend`` renews the lease.
 
-class RedisLock:
-    """A held Redis lock: ``token`` is the fencing token, ``extend`` renews the lease."""
+    The lock is a key holding a random owner id with a ``PX`` expiry, taken, renewed and released
+    by Lua scripts that check the owner, so a holder whose lease ran out cannot free or renew a
+    successor's lock. Tokens come from a counter key in the same hash slot.
+    """
 
-    __slots__ = ("_key", "_lease_ms", "_lock_key", "_owner", "_storage", "_token")
+    __slots__ = ("_keys", "_storage")
 
-    def __init__(
-        self, storage: RedisStorage[Any], key: str, lock_key: str, owner: str, token: int, lease_ms: int
-    ) -> None:
+    min_delay = 0.002
+    max_delay = 0.1
+
+    def __init__(self, storage: RedisStorage[Any], key: str, *, lease: float, timeout: float | None) -> None:
+        super().__init__(key, storage.backend, lease=lease, timeout=timeout)
         self._storage = storage
-        self._key = key
-        self._lock_key = lock_key
-        self._owner = owner
-        self._token = token
-        self._lease_ms = lease_ms
+        self._keys = storage._lock_keys(key)
 
-    @property
-    def token(self) -> int:
-        return self._token
-
-    async def extend(self, lease: float | None = None) -> None:
-        """Renew the lease (by ``lease`` seconds, else the original lease); LockError if lost."""
-        lease_ms = self._lease_ms if lease is None else ttl_to_ms(lease)
+    async def _run(self, script: scripts.Script, keys: list[str], *args: Any) -> Any:
         storage = self._storage
         try:
-            renewed = await storage._script(scripts.LOCK_EXTEND, [self._lock_key], self._owner, lease_ms)
+            return await storage._script(script, keys, *args)
         except _CLIENT_ERRORS as exc:
             raise storage._wrap(exc, self._key) from exc
-        if not renewed:
-            raise LockError("lock lost: its lease ran out", key=self._key, backend=storage.backend)
 
-    async def _release(self, quiet: bool = False) -> None:
-        """Free the lock if still ours.
+    async def _try_acquire(self, lease_ms: int) -> tuple[str, int] | Busy:
+        owner = os.urandom(16).hex()  # per acquisition: a late give-back never frees a later one
+        token = await self._run(scripts.LOCK_ACQUIRE, self._keys, owner, lease_ms, lease_ms + _TOKEN_KEEP_MS)
+        return (owner, int(token)) if token else BUSY
 
-        After a clean exit a lost lock raises LockError (the body ran unprotected for a while)
-        and an unreachable server StorageUnavailable. When the body raised, its exception is the
-        one that matters: failures here are logged and the lease frees the lock.
-        """
-        storage = self._storage
-        try:
-            released = await storage._script(scripts.LOCK_RELEASE, [self._lock_key], self._owner)
-        except _CLIENT_ERRORS as exc:
-            if quiet:
-                log.warning("botstate: could not release the lock on %r: %s", self._key, exc)
-                return
-            raise storage._wrap(exc, self._key) from exc
-        if not released and not quiet:
-            raise LockError(
-                "lock lost before release: its lease ran out", key=self._key, backend=storage.backend
-            )
+    async def _extend(self, handle: tuple[str, int], lease_ms: int) -> bool:
+        return bool(await self._run(scripts.LOCK_EXTEND, self._keys[:1], handle[0], lease_ms))
+
+    async def _release(self, handle: tuple[str, int]) -> bool:
+        return bool(await self._run(scripts.LOCK_RELEASE, self._keys[:1], handle[0]))
+
+    def _token_of(self, handle: tuple[str, int]) -> int:
+        return handle[1]
