@@ -10,11 +10,8 @@ The table layout and statements live in ``_pg_sql``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import random
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,9 +20,10 @@ import asyncpg
 from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
 from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
-from ..errors import ConfigError, LockError, StorageError
+from ..errors import ConfigError, StorageError
 from ..urls import parse_query
 from ._base import BaseStorage, V, bad_key, parse_counter
+from ._lease import BUSY, Busy, LeaseLock
 from ._pg_lane import Lane
 from ._pg_sql import (
     INLINE_KEY_BYTES,
@@ -39,8 +37,6 @@ from ._pg_sql import (
 )
 
 __all__ = ["PostgresLock", "PostgresStorage"]
-
-log = logging.getLogger("botstate")
 
 _PAGE = 500
 """Rows per page when iterating keys or entries."""
@@ -93,41 +89,42 @@ def _ids(key: str) -> tuple[bytes, bytes | None]:
     return key_id(raw), raw
 
 
-class PostgresLock:
-    """A held row lock. ``token`` comes from a sequence: it grows with every acquisition."""
+class PostgresLock(LeaseLock[int]):
+    """A lock row in ``<table>_locks``. ``token`` comes from a sequence: it grows with every acquisition.
 
-    __slots__ = ("_id", "_key", "_lease", "_storage", "_token")
+    Taken by one atomic upsert when the row is free or its lease ran out; the token also identifies
+    the holder, so renewing and deleting the row only ever touch this acquisition's row.
+    """
 
-    def __init__(self, storage: PostgresStorage[Any], key: str, id_: bytes, token: int, lease: float) -> None:
+    __slots__ = ("_id", "_storage")
+
+    min_delay = 0.005
+    max_delay = 0.25  # each attempt borrows a pooled connection: poll gently
+
+    def __init__(
+        self, storage: PostgresStorage[Any], key: str, *, lease: float, timeout: float | None
+    ) -> None:
+        super().__init__(key, storage.backend, lease=lease, timeout=timeout)
         self._storage = storage
-        self._key = key
-        self._id = id_
-        self._token = token
-        self._lease = lease
+        self._id = _ids(key)[0]
 
-    @property
-    def token(self) -> int:
-        return self._token
-
-    async def extend(self, lease: float | None = None) -> None:
-        """Restart the lease from now; ``LockError`` if it already ran out (another may hold it)."""
-        lease_ms = _lease_ms(self._lease if lease is None else lease)
-        if lease is not None:
-            self._lease = lease
+    async def _try_acquire(self, lease_ms: int) -> int | Busy:
         storage = self._storage
-        if not await storage._run(
-            "fetchval", storage._sql.lock_extend, self._id, self._token, lease_ms, key=self._key
-        ):
-            raise LockError("lock lost: its lease ran out", key=self._key, backend=storage.backend)
+        token = await storage._run("fetchval", storage._sql.lock_acquire, self._id, lease_ms, key=self._key)
+        return BUSY if token is None else int(token)
 
+    async def _extend(self, handle: int, lease_ms: int) -> bool:
+        storage = self._storage
+        sql = storage._sql.lock_extend
+        return bool(await storage._run("fetchval", sql, self._id, handle, lease_ms, key=self._key))
 
-def _lease_ms(lease: float) -> int:
-    """A lock lease in milliseconds, validated exactly like a TTL (positive, finite seconds)."""
-    if lease is None:
-        raise TypeError("a lock lease is seconds, not None")
-    ms = ttl_to_ms(lease)
-    assert ms is not None
-    return ms
+    async def _release(self, handle: int) -> bool:
+        storage = self._storage
+        status = await storage._run("execute", storage._sql.lock_release, self._id, handle, key=self._key)
+        return bool(status != "DELETE 0")  # no row: a successor took it over, or sweep() removed it
+
+    def _token_of(self, handle: int) -> int:
+        return handle
 
 
 class PostgresStorage(BaseStorage[V]):
@@ -549,51 +546,14 @@ class PostgresStorage(BaseStorage[V]):
 
     # -- LockingStorage --------------------------------------------------------------------------
 
-    def lock(
-        self, key: str, *, lease: float = 30.0, timeout: float | None = None
-    ) -> AbstractAsyncContextManager[PostgresLock]:
+    def lock(self, key: str, *, lease: float = 30.0, timeout: float | None = None) -> PostgresLock:
         """A lock row in ``<table>_locks`` shared by every client of the table.
 
         Taken by one atomic upsert when the row is free or its lease ran out, polled with
         exponential backoff up to ``timeout``. Unlike a session advisory lock it ties up no pooled
         connection while held, and a crashed holder blocks others for at most ``lease`` seconds.
         """
-        if type(key) is not str or not key:
-            bad_key(key)
-        lease_ms = _lease_ms(lease)
-        if timeout is not None and not timeout >= 0:
-            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
-        return self._hold(key, lease, lease_ms, timeout)
-
-    @asynccontextmanager
-    async def _hold(
-        self, key: str, lease: float, lease_ms: int, timeout: float | None
-    ) -> AsyncIterator[PostgresLock]:
-        id_ = _ids(key)[0]
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        delay = 0.005
-        while True:
-            token = await self._run("fetchval", self._sql.lock_acquire, id_, lease_ms, key=key)
-            if token is not None:
-                break
-            wait = delay * random.uniform(0.5, 1.0)  # jitter: waiters do not poll in lockstep
-            if deadline is not None:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise LockError(f"lock not acquired within {timeout}s", key=key, backend=self.backend)
-                wait = min(wait, left)
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, 0.25)
-        try:
-            yield PostgresLock(self, key, id_, token, lease)
-        finally:
-            try:
-                await self._run("execute", self._sql.lock_release, id_, token, key=key)
-            except StorageError as exc:  # the lease frees it anyway; do not mask the body's outcome
-                log.warning(
-                    "botstate: releasing the lock on %r failed, it frees when its lease ends: %s", key, exc
-                )
+        return PostgresLock(self, key, lease=lease, timeout=timeout)
 
     async def health(self) -> bool:
         """True when the server answers; False (never an exception) when it does not."""
