@@ -11,7 +11,6 @@ it survives restarts and is shared by every process whose clock agrees.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -24,10 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql import Executable
 
 from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
-from .._ttl import TTL, now_ms, ttl_to_ms
+from .._ttl import TTL, now_ms
 from ..codecs import Codec
-from ..errors import ConfigError, LockError, StorageError
+from ..errors import ConfigError, StorageError
 from ._base import BaseStorage, V, bad_key, parse_counter
+from ._lease import BUSY, Busy, LeaseLock
 from ._sqla_engine import (
     DEFAULT_DRIVERS,
     check_engine,
@@ -64,44 +64,59 @@ def _live(exp: int | None, now: int) -> bool:
     return exp is None or exp > now
 
 
-class SQLAlchemyLock:
-    """A held lock row. ``token`` grows with every acquisition of the key (a fencing token)."""
+class SQLAlchemyLock(LeaseLock[tuple[str, int]]):
+    """A lock row in ``<table>_locks``. ``token`` grows with every acquisition of the key (a fencing token).
 
-    __slots__ = ("_key", "_kh", "_lease_ms", "_owner", "_storage", "_token")
+    Taken in a transaction that reads the row under a lock and writes a new owner when it is free
+    or its lease ran out. Tokens are ``max(previous + 1, now in ms)``, so they keep growing even
+    after ``sweep()`` removed a long-released lock row. Renewing and releasing match the owner, so
+    a holder whose lease ran out never touches its successor's row.
+    """
+
+    __slots__ = ("_kh", "_storage")
+
+    min_delay = 0.005
+    max_delay = 0.1
 
     def __init__(
-        self, storage: SQLAlchemyStorage[Any], key: str, kh: bytes, owner: str, token: int, lease_ms: int
+        self, storage: SQLAlchemyStorage[Any], key: str, *, lease: float, timeout: float | None
     ) -> None:
+        super().__init__(key, storage.backend, lease=lease, timeout=timeout)
         self._storage = storage
-        self._key = key
-        self._kh = kh
-        self._owner = owner
-        self._token = token
-        self._lease_ms = lease_ms
+        self._kh = digest(encode_key(key))
 
-    @property
-    def token(self) -> int:
-        return self._token
+    async def _try_acquire(self, lease_ms: int) -> tuple[str, int] | Busy:
+        storage, sql, kh = self._storage, self._storage._sql, self._kh
+        owner = uuid.uuid4().hex  # per acquisition: a late give-back never frees a later one
 
-    async def extend(self, lease: float | None = None) -> None:
-        """Renew the lease from now; ``LockError`` if it already ran out (someone may hold the key)."""
-        if lease is not None:
-            self._lease_ms = _lease_ms(lease)
+        async def attempt(conn: AsyncConnection) -> tuple[str, int] | Busy:
+            now = now_ms()
+            row = (await conn.execute(sql.lock_lock, {"p_kh": kh})).first()
+            if row is not None and row.exp > now:
+                return BUSY
+            token = now if row is None else max(now, row.token + 1)
+            if row is None:
+                row_values = {"kh": kh, "owner": owner, "exp": now + lease_ms, "token": token}
+                await storage._insert_absent(conn, sql.insert_lock, row_values)
+            else:
+                update = {"p_kh": kh, "p_owner": owner, "p_exp": now + lease_ms, "p_token": token}
+                await conn.execute(sql.update_lock, update)
+            return owner, token
+
+        return await storage._tx(self._key, attempt, locking=True)
+
+    async def _extend(self, handle: tuple[str, int], lease_ms: int) -> bool:
         storage, now = self._storage, now_ms()
-        params = {"p_kh": self._kh, "p_owner": self._owner, "p_now": now, "p_exp": now + self._lease_ms}
-        if not await storage._fetch_rowcount(self._key, storage._sql.extend_lock, params):
-            raise LockError("lock lost: its lease ran out", key=self._key, backend=storage.backend)
+        params = {"p_kh": self._kh, "p_owner": handle[0], "p_now": now, "p_exp": now + lease_ms}
+        return bool(await storage._fetch_rowcount(self._key, storage._sql.extend_lock, params))
 
-    async def _release(self) -> None:
+    async def _release(self, handle: tuple[str, int]) -> bool:
         storage = self._storage
-        params = {"p_kh": self._kh, "p_owner": self._owner, "p_now": now_ms()}
-        await storage._fetch_rowcount(self._key, storage._sql.release_lock, params)
+        params = {"p_kh": self._kh, "p_owner": handle[0], "p_now": now_ms()}
+        return bool(await storage._fetch_rowcount(self._key, storage._sql.release_lock, params))
 
-
-def _lease_ms(lease: float) -> int:
-    ms = ttl_to_ms(lease)
-    assert ms is not None  # ttl_to_ms only returns None for None
-    return ms
+    def _token_of(self, handle: tuple[str, int]) -> int:
+        return handle[1]
 
 
 class SQLAlchemyStorage(BaseStorage[V]):
@@ -523,67 +538,13 @@ class SQLAlchemyStorage(BaseStorage[V]):
 
     # -- LockingStorage -----------------------------------------------------------------------
 
-    def lock(
-        self, key: str, *, lease: float = 30.0, timeout: float | None = None
-    ) -> contextlib.AbstractAsyncContextManager[SQLAlchemyLock]:
+    def lock(self, key: str, *, lease: float = 30.0, timeout: float | None = None) -> SQLAlchemyLock:
         """A lock row in ``<table>_locks``, shared by every process on the database.
 
         Waiters poll with capped exponential backoff; a holder that crashed blocks them at most
-        ``lease`` seconds. Fencing tokens are ``max(previous + 1, now in ms)``, so they keep growing
-        even after ``sweep()`` removed a long-released lock row.
+        ``lease`` seconds (see :class:`SQLAlchemyLock`).
         """
-        if type(key) is not str or not key:
-            bad_key(key)
-        lease_ms = _lease_ms(lease)
-        if timeout is not None and not timeout >= 0:
-            raise ValueError("timeout must be non-negative seconds or None")
-        return self._hold(key, lease_ms, timeout)
-
-    @contextlib.asynccontextmanager
-    async def _hold(self, key: str, lease_ms: int, timeout: float | None) -> AsyncIterator[SQLAlchemyLock]:
-        held = await self._acquire(key, lease_ms, timeout)
-        try:
-            yield held
-        except BaseException:
-            with contextlib.suppress(StorageError):  # the body's error matters more; the lease frees it
-                await held._release()
-            raise
-        await held._release()
-
-    async def _acquire(self, key: str, lease_ms: int, timeout: float | None) -> SQLAlchemyLock:
-        kh = digest(encode_key(key))
-        owner = uuid.uuid4().hex
-        sql = self._sql
-
-        async def attempt(conn: AsyncConnection) -> int | None:
-            now = now_ms()
-            row = (await conn.execute(sql.lock_lock, {"p_kh": kh})).first()
-            if row is not None and row.exp > now:
-                return None
-            token = now if row is None else max(now, row.token + 1)
-            if row is None:
-                row_values = {"kh": kh, "owner": owner, "exp": now + lease_ms, "token": token}
-                await self._insert_absent(conn, sql.insert_lock, row_values)
-            else:
-                update = {"p_kh": kh, "p_owner": owner, "p_exp": now + lease_ms, "p_token": token}
-                await conn.execute(sql.update_lock, update)
-            return token
-
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        delay = 0.005
-        while True:
-            token = await self._tx(key, attempt, locking=True)
-            if token is not None:
-                return SQLAlchemyLock(self, key, kh, owner, token, lease_ms)
-            pause = delay * random.uniform(0.5, 1.0)
-            if deadline is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise LockError(f"lock not acquired within {timeout}s", key=key, backend=self.backend)
-                pause = min(pause, remaining)
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, 0.1)
+        return SQLAlchemyLock(self, key, lease=lease, timeout=timeout)
 
     # -- URLs -----------------------------------------------------------------------------------
 
