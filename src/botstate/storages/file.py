@@ -33,16 +33,16 @@ import struct
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 from .._glob import compile_glob, is_literal, literal_prefix
 from .._locks import KeyedLocks
-from .._ttl import TTL, monotonic_ms, now_ms, ttl_to_ms
+from .._ttl import TTL, monotonic_ms, now_ms
 from ..codecs import Codec
-from ..errors import ConfigError, CorruptValueError, LockError, StorageError
+from ..errors import ConfigError, CorruptValueError, StorageError
 from ..urls import url_path
 from ._base import BaseStorage, V, bad_key, parse_counter
+from ._lease import Busy, LeaseLock
 
 __all__ = ["FileLock", "FileStorage"]
 
@@ -58,7 +58,6 @@ _TMP = ".tmp"
 _LOCKS = ".locks"
 _HEX_LEN = 64
 _SCAN_CHUNK = 256  # entry files read per worker-thread call while iterating
-_POLL_MIN, _POLL_MAX = 0.002, 0.05  # seconds between attempts on a lock held elsewhere
 # Errors after which the same call may succeed later; everything else is a plain StorageError.
 _TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE, errno.EAGAIN})
 
@@ -482,7 +481,7 @@ class _Files:
         return owned
 
 
-class FileLock:
+class FileLock(LeaseLock[_Held]):
     """A lock of a :class:`FileStorage` key, shared by every process using the directory.
 
     Held as an ``flock``: if the holder's process dies, the OS releases it at once. ``lease``
@@ -492,104 +491,41 @@ class FileLock:
     acquisition, across processes and restarts (a fencing token).
     """
 
-    def __init__(self, storage: FileStorage[Any], key: str, lease_ms: int, timeout: float | None) -> None:
+    __slots__ = ("_name", "_storage")
+
+    min_delay = 0.002  # a local file: polling is cheap
+    max_delay = 0.05
+    report_known_loss = True  # the end of the block reports a take-over even after extend() did
+
+    def __init__(self, storage: FileStorage[Any], key: str, *, lease: float, timeout: float | None) -> None:
+        super().__init__(key, storage.backend, lease=lease, timeout=timeout)
         self._storage = storage
-        self._key = key
         self._name = _name(key)
-        self._lease_ms = lease_ms
-        self._timeout = timeout
-        self._held: _Held | None = None
-        self._token = 0
 
-    @property
-    def token(self) -> int:
-        """The fencing token of the last acquisition (0 before the first)."""
-        return self._token
+    async def _try_acquire(self, lease_ms: int) -> _Held | Busy:
+        storage = self._storage
+        result = await storage._call(storage._files.lock_try, self._name, lease_ms, key=self._key)
+        return result if isinstance(result, _Held) else Busy(result)
 
-    async def __aenter__(self) -> Self:
-        if self._held is not None:
-            raise RuntimeError("this lock is already held; call storage.lock() again for another")
-        loop = asyncio.get_running_loop()
-        deadline = None if self._timeout is None else loop.time() + self._timeout
-        delay = _POLL_MIN
-        while True:
-            result = await self._attempt()
-            if isinstance(result, _Held):
-                self._held = result
-                self._token = result.token
-                return self
-            now = loop.time()
-            if deadline is not None and now >= deadline:
-                raise LockError(
-                    f"lock not acquired within {self._timeout}s", key=self._key, backend=self._storage.backend
-                )
-            pause = min(delay, result, _POLL_MAX if deadline is None else max(deadline - now, 0.0))
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, _POLL_MAX)
+    async def _extend(self, handle: _Held, lease_ms: int) -> bool:
+        storage = self._storage
+        return await storage._call(storage._files.lock_extend, self._name, handle, lease_ms, key=self._key)
 
-    async def _attempt(self) -> _Held | float:
-        """One try in a worker thread; if the caller is cancelled meanwhile, a lock taken is dropped."""
-        task = asyncio.ensure_future(
-            self._storage._call(self._storage._files.lock_try, self._name, self._lease_ms, key=self._key)
-        )
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(_drop_if_held)
-            raise
+    async def _release(self, handle: _Held) -> bool:
+        storage = self._storage
+        return await storage._call(storage._files.lock_release, self._name, handle, key=self._key)
 
-    async def extend(self, lease: float | None = None) -> None:
-        """Restart the lease (``lease`` seconds, default the one the lock was taken with)."""
-        lease_ms = self._lease_ms if lease is None else _lease_ms(lease)
-        held = self._held
-        if held is None or not await self._storage._call(
-            self._storage._files.lock_extend, self._name, held, lease_ms, key=self._key
-        ):
-            raise LockError(
-                "lock lost: its lease ran out and another holder took it, or it is not held",
-                key=self._key,
-                backend=self._storage.backend,
-            )
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        held, self._held = self._held, None
-        if held is None:
-            return
-        owned = await self._storage._call(self._storage._files.lock_release, self._name, held, key=self._key)
-        if not owned and exc_type is None:
-            raise LockError(
-                "lock lost before release: its lease ran out and another holder took it",
-                key=self._key,
-                backend=self._storage.backend,
-            )
+    def _token_of(self, handle: _Held) -> int:
+        return handle.token
 
     def __del__(self) -> None:
         # An abandoned holder: closing the descriptor frees the flock, as the death of its process would.
-        held = getattr(self, "_held", None)
+        held = getattr(self, "_handle", None)
         if held is not None:
             try:
                 os.close(held.fd)
             except OSError:
                 pass
-
-
-def _drop_if_held(task: asyncio.Future[_Held | float]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        result = task.result()
-        if isinstance(result, _Held):
-            os.close(result.fd)
-
-
-def _lease_ms(lease: float) -> int:
-    ms = ttl_to_ms(lease)
-    if ms is None:
-        raise TypeError("lease must be positive seconds")
-    return ms
 
 
 class FileStorage(BaseStorage[V]):
@@ -784,11 +720,8 @@ class FileStorage(BaseStorage[V]):
     # -- LockingStorage ---------------------------------------------------------------------------------
 
     def lock(self, key: str, *, lease: float = 30.0, timeout: float | None = None) -> FileLock:
-        if type(key) is not str or not key:
-            bad_key(key)
-        if timeout is not None and not timeout >= 0:
-            raise ValueError("timeout must be non-negative seconds or None")
-        return FileLock(self, key, _lease_ms(lease), timeout)
+        """A lock shared by every process using the directory (see :class:`FileLock`)."""
+        return FileLock(self, key, lease=lease, timeout=timeout)
 
     async def health(self) -> bool:
         return await asyncio.to_thread(self._files.healthy)
