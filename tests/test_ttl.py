@@ -66,3 +66,11 @@ def test_now_ms_is_wall_clock_milliseconds() -> None:
 def test_monotonic_ms_never_goes_back() -> None:
     readings = [monotonic_ms() for _ in range(100)]
     assert readings == sorted(readings)
+
+
+def test_ttl_up_to_a_hundred_years_is_accepted() -> None:
+    from botstate._ttl import MAX_TTL_SECONDS
+
+    assert ttl_to_ms(MAX_TTL_SECONDS) == round(MAX_TTL_SECONDS * 1000)
+    with pytest.raises(ValueError, match="100 years"):
+        ttl_to_ms(MAX_TTL_SECONDS + 1)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import timedelta
 from typing import TypeAlias
 
 TTL: TypeAlias = "float | int | timedelta"
 """A time to live: seconds (``int``/``float``) or a ``timedelta``; millisecond precision."""
+
+
+MAX_TTL_SECONDS = 100 * 365.25 * 24 * 3600
+"""The longest TTL: every backend can add it to a timestamp (PostgreSQL intervals, 64-bit ms)."""
 
 
 def ttl_to_ms(ttl: TTL | None, default_ms: int | None = None) -> int | None:
@@ -27,8 +30,11 @@ def ttl_to_ms(ttl: TTL | None, default_ms: int | None = None) -> int | None:
         raise TypeError(f"ttl must be seconds (int or float) or a timedelta, not {type(ttl).__name__}")
     if not seconds > 0:  # also rejects NaN
         raise ValueError(f"ttl must be positive, got {ttl!r}")
-    if math.isinf(seconds):
-        raise ValueError("ttl must be finite; pass ttl=None for no expiry")
+    if not seconds <= MAX_TTL_SECONDS:  # also rejects infinity
+        raise ValueError(
+            f"ttl must be at most {MAX_TTL_SECONDS:.0f} seconds (100 years), got {ttl!r}; "
+            "pass ttl=None for no expiry"
+        )
     return max(1, round(seconds * 1000))
 
 

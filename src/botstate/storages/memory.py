@@ -147,7 +147,11 @@ class MemoryStorage(BaseStorage[V]):
 
     async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
         ttl_ms = self._ttl(ttl)
-        encoded = [(key, self._encode_value(key, value)) for key, value in mapping.items()]
+        encoded = []
+        for key, value in mapping.items():  # every key and value checked before anything is written
+            if type(key) is not str or not key:
+                bad_key(key)
+            encoded.append((key, self._encode_value(key, value)))
         for key, data in encoded:
             self._put(key, data, ttl_ms)
 

@@ -237,6 +237,13 @@ class StorageConformance:
         assert info.value.key == "b"
         assert await storage.get_many(["a", "b", "c"]) == [None, None, None]
 
+    async def test_set_many_with_one_bad_key_writes_nothing(self, storage: Any) -> None:
+        with pytest.raises(ValueError):
+            await storage.set_many({"a": 1, "": 2})
+        with pytest.raises(TypeError):
+            await storage.set_many({"a": 1, 3: 2})
+        assert await storage.has("a") is False
+
     @pytest.mark.parametrize("key", ["", 1, None, b"bytes"], ids=["empty", "int", "none", "bytes"])
     async def test_bad_keys_are_rejected(self, storage: Any, key: Any) -> None:
         error = ValueError if key == "" else TypeError
@@ -348,8 +355,10 @@ class StorageConformance:
         await asyncio.sleep(PAST_TTL)
         assert await storage.increment("hits") == 1
 
-    @pytest.mark.parametrize("ttl", [0, -1, -0.5, math.nan, math.inf, timedelta(0)])
-    async def test_non_positive_ttl_is_a_value_error(self, storage: Any, ttl: Any) -> None:
+    @pytest.mark.parametrize(
+        "ttl", [0, -1, -0.5, math.nan, math.inf, timedelta(0), timedelta.max, 10**17], ids=str
+    )
+    async def test_non_positive_or_unbounded_ttl_is_a_value_error(self, storage: Any, ttl: Any) -> None:
         with pytest.raises(ValueError):
             await storage.set("k", 1, ttl=ttl)
         assert await storage.has("k") is False
