@@ -7,7 +7,9 @@ backend's own expiry. Windows are aligned to the wall clock (``period`` multiple
 epoch), so every process agrees on where a window starts and ``reset_after`` needs no extra read.
 
 A denied hit is given back (its cost is subtracted again): a rejected ``cost=10`` request does not
-eat the budget of cheaper ones, and ``remaining`` stays what a caller can still spend.
+eat the budget of cheaper ones, and ``remaining`` stays what a caller can still spend. Between the
+two increments a concurrent hit sees the count with the denied cost still in it and may be denied
+as well: the limiter errs towards denying and never admits more than ``limit``.
 """
 
 from __future__ import annotations
