@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from botstate.errors import StorageUnavailable
 
 pytest.importorskip("redis.asyncio")
+import redis.asyncio
 
 from _redis_servers import RedisServer, redis_server_or_skip
 from botstate.storages.redis import RedisStorage
@@ -93,3 +95,27 @@ async def test_a_stalled_server_times_out_then_recovers(server: RedisServer) -> 
             os.kill(process.pid, signal.SIGCONT)
         assert await storage.get("k") == 1
         await storage.clear()
+
+
+async def test_a_batch_the_server_ran_before_dropping_the_connection_is_not_run_twice(
+    server: RedisServer,
+) -> None:
+    """An increment whose connection dies after the server ran it must not be applied again."""
+    admin = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
+    storage = RedisStorage(server.url, prefix=f"dup{uuid.uuid4().hex[:6]}:")
+    try:
+        async with storage:
+            await storage.set("big", "x" * 300_000)
+            await storage.get("warm")  # the storage's connection is open and will be reused
+            await admin.config_set("client-output-buffer-limit", "normal 64kb 64kb 0")
+            try:
+                results = await asyncio.gather(
+                    storage.get("warm"), storage.increment("n"), storage.get("big"), return_exceptions=True
+                )
+            finally:
+                await admin.config_set("client-output-buffer-limit", "normal 0 0 0")
+            assert any(isinstance(result, StorageUnavailable) for result in results)
+            assert await storage.get("n") in (None, 1)  # applied at most once
+            await storage.clear()
+    finally:
+        await admin.aclose()

@@ -40,14 +40,34 @@ else:
     _hiredis_pack = hiredis.pack_command
 
 
+# Commands whose second run leaves the same state and answers alike: only a batch of these may
+# be resent after a connection died without a reply (the server may have run it all the same).
+_SAFE_TO_RESEND = frozenset({b"GET", b"MGET", b"EXISTS", b"PTTL", b"PING", b"SCAN", b"SET", b"MSET"})
+
+
+_CONDITIONAL_SET = frozenset({b"NX", b"XX", b"GET"})
+
+
+def _word(arg: Any) -> bytes:
+    return (arg if isinstance(arg, bytes) else str(arg).encode()).upper()
+
+
+def _safe_to_resend(args: Command) -> bool:
+    name = _word(args[0])
+    if name == b"SET":  # SET ... NX answers differently the second time
+        return not any(_word(arg) in _CONDITIONAL_SET for arg in args[3:])
+    return name in _SAFE_TO_RESEND
+
+
 class _Queued:
     """A packed command waiting for the next round trip, and the future its caller awaits."""
 
-    __slots__ = ("future", "packed")
+    __slots__ = ("future", "packed", "resendable")
 
-    def __init__(self, packed: bytes, future: asyncio.Future[Any]) -> None:
+    def __init__(self, packed: bytes, future: asyncio.Future[Any], resendable: bool) -> None:
         self.packed = packed
         self.future = future
+        self.resendable = resendable
 
 
 class Lane:
@@ -81,11 +101,11 @@ class Lane:
         packed = self._pack(args)
         if self._busy:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._queue.append(_Queued(packed, future))
+            self._queue.append(_Queued(packed, future, _safe_to_resend(args)))
             return await future
         self._busy = True
         try:
-            reply = (await self._round_trip(packed, 1))[0]
+            reply = (await self._round_trip(packed, 1, _safe_to_resend(args)))[0]
         finally:
             if self._queue:
                 self._drainer = asyncio.get_running_loop().create_task(self._drain(), name="botstate-redis")
@@ -101,7 +121,11 @@ class Lane:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    replies = await self._round_trip(b"".join(item.packed for item in batch), len(batch))
+                    replies = await self._round_trip(
+                        b"".join(item.packed for item in batch),
+                        len(batch),
+                        all(item.resendable for item in batch),
+                    )
                 except Exception as exc:
                     for item in batch:
                         if not item.future.done():
@@ -124,25 +148,27 @@ class Lane:
             self._busy = False
             self._drainer = None
 
-    async def _round_trip(self, packed: bytes, count: int) -> list[Any]:
+    async def _round_trip(self, packed: bytes, count: int, resendable: bool) -> list[Any]:
         conn = self._connection()
-        reused = conn.is_connected
+        resend = resendable and conn.is_connected
         if self._timeout is None:
-            return await self._exchange(conn, packed, count, reused)
+            return await self._exchange(conn, packed, count, resend)
         async with asyncio.timeout(self._timeout):
-            return await self._exchange(conn, packed, count, reused)
+            return await self._exchange(conn, packed, count, resend)
 
-    async def _exchange(self, conn: AbstractConnection, packed: bytes, count: int, reused: bool) -> list[Any]:
+    async def _exchange(self, conn: AbstractConnection, packed: bytes, count: int, resend: bool) -> list[Any]:
         replies: list[Any] = []
         try:
             await conn.send_packed_command(packed, check_health=False)
             for _ in range(count):
                 replies.append(await self._read(conn))
         except RedisConnectionError:
-            # A connection that sat idle may have died with a server restart: such a connection
-            # never delivered anything, so resend once on a fresh one. A failure on a fresh
-            # connection, or after a reply arrived, is reported as it is.
-            if not reused or replies:
+            # A connection that sat idle may have died with a server restart: resend once on a
+            # fresh one, but only commands that are safe to run twice: the server may have run
+            # the batch before the connection dropped (a restart, a failover, an output-buffer
+            # limit), and an increment or a script must not be applied twice. A failure on a
+            # fresh connection, or after a reply arrived, is reported as it is.
+            if not resend or replies:
                 raise
             await conn.send_packed_command(packed, check_health=False)
             for _ in range(count):
