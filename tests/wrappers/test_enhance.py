@@ -10,7 +10,7 @@ from wrapper_backends import Minimal, any_storage
 
 __all__ = ["any_storage"]  # the fixture, imported for pytest
 
-from botstate import MemoryStorage, is_atomic_storage, is_ttl_storage
+from botstate import MemoryStorage, PickleCodec, is_atomic_storage, is_ttl_storage
 from botstate._ttl import now_ms
 from botstate.errors import CorruptValueError
 from botstate.testing import StorageConformance, SwitchableCodec
@@ -43,6 +43,16 @@ class EnhancedConformance(StorageConformance):
 
     async def test_typed_values_with_model_codec(self) -> None:
         pytest.skip("envelopes are dicts: the wrapped storage needs a JSON codec, not a ModelCodec")
+
+    async def test_increment_needs_a_codec_that_stores_ints_as_json(
+        self, open_storage: Callable[..., Any]
+    ) -> None:
+        # Counters live inside envelopes here, so any codec the wrapped storage uses holds them.
+        storage = await open_storage(codec=PickleCodec())
+        await storage.clear()
+        assert await storage.increment("n", 2) == 2
+        assert await storage.get("n") == 2
+        await storage.clear()
 
 
 class TestEnhancedOverMemory(EnhancedConformance):

@@ -20,6 +20,7 @@ from .._ttl import TTL, ttl_to_ms
 from ..codecs import JSON, Codec
 from ..contract import Storage
 from ..errors import (
+    ConfigError,
     CorruptValueError,
     SerializationError,
     StorageError,
@@ -51,6 +52,13 @@ def bad_key(key: object) -> NoReturn:
     raise ValueError("storage keys must not be empty")
 
 
+def _stores_ints_as_json(codec: Codec[Any]) -> bool:
+    try:
+        return codec.encode(-12) == b"-12" and codec.decode(b"-12") == -12
+    except Exception:
+        return False
+
+
 def parse_counter(storage: BaseStorage[Any], key: str, data: bytes) -> int:
     """Read a stored counter: counters are decimal ASCII (the JSON form of an int) on every backend."""
     if data.isdigit() or (data[:1] == b"-" and data[1:].isdigit()):
@@ -75,6 +83,7 @@ class BaseStorage(Storage[V]):
         self._encode = self.codec.encode
         self._decode = self.codec.decode
         self.default_ttl_ms = ttl_to_ms(default_ttl)
+        self._int_codec = _stores_ints_as_json(self.codec)
         if sweep_interval is not None and not sweep_interval > 0:
             raise ValueError("sweep_interval must be positive seconds or None")
         self.sweep_interval = sweep_interval
@@ -127,6 +136,21 @@ class BaseStorage(Storage[V]):
 
     def _error(self, message: str, key: str | None = None) -> StorageError:
         return StorageError(message, key=key, backend=self.backend)
+
+    def _check_increment(self, key: str, amount: int) -> None:
+        """Refuse what ``increment`` cannot do before touching the backend.
+
+        Counters are stored as decimal ASCII on every backend (what Redis ``INCRBY`` and SQL
+        arithmetic work on), which is the JSON codec's form of an int: with a codec that writes
+        ints otherwise (pickle, raw bytes) ``get`` could not read a counter back.
+        """
+        if type(amount) is not int:
+            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        if not self._int_codec:
+            raise ConfigError(
+                f"increment needs a codec that stores ints as JSON numbers; {self.codec!r} does not "
+                f"(key={key!r}, backend={self.backend})"
+            )
 
     def _matches(self, key: str, stored: bytes, expected: bytes) -> bool:
         """Whether stored bytes hold the value ``expected`` encodes (the CAS comparison)."""

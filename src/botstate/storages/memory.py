@@ -222,8 +222,7 @@ class MemoryStorage(BaseStorage[V]):
         return True
 
     async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
-        if type(amount) is not int:
-            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        self._check_increment(key, amount)
         ttl_ms = self._ttl(ttl)
         current = self._live(key) if type(key) is str and key else bad_key(key)
         if current is None:

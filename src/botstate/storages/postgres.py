@@ -526,8 +526,7 @@ class PostgresStorage(BaseStorage[V]):
             want = current
 
     async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
-        if type(amount) is not int:
-            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        self._check_increment(key, amount)
         ttl_ms = self._ttl(ttl)
         if type(key) is not str or not key:
             bad_key(key)

@@ -510,8 +510,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
         return await self._tx(key, body, locking=True)
 
     async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
-        if type(amount) is not int:
-            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        self._check_increment(key, amount)
         if type(key) is not str or not key:
             bad_key(key)
         ttl_ms = self._ttl(ttl)

@@ -477,8 +477,7 @@ class SQLiteStorage(BaseStorage[V]):
         return True
 
     async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
-        if type(amount) is not int:
-            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        self._check_increment(key, amount)
         if type(key) is not str or not key:
             bad_key(key)
         total: int = await self._write(self._op_increment, (key, amount, self._ttl(ttl)), key)

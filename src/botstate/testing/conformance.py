@@ -12,14 +12,21 @@ from typing import Any, ClassVar
 import pytest
 import pytest_asyncio
 
-from ..codecs import JSON, ModelCodec
+from ..codecs import JSON, ModelCodec, PickleCodec
 from ..contract import (
     is_atomic_storage,
     is_iterable_storage,
     is_locking_storage,
     is_ttl_storage,
 )
-from ..errors import CorruptValueError, LockError, SerializationError, StorageError, WrongTypeError
+from ..errors import (
+    ConfigError,
+    CorruptValueError,
+    LockError,
+    SerializationError,
+    StorageError,
+    WrongTypeError,
+)
 
 __all__ = ["StorageConformance", "SwitchableCodec", "SPECIAL_KEYS"]
 
@@ -506,6 +513,15 @@ class StorageConformance:
             await storage.increment("n", 1.5)
         with pytest.raises(TypeError):
             await storage.increment("n", True)
+
+    async def test_increment_needs_a_codec_that_stores_ints_as_json(
+        self, open_storage: Callable[..., Any]
+    ) -> None:
+        storage = await open_storage(codec=PickleCodec())
+        await storage.clear()
+        with pytest.raises(ConfigError):
+            await storage.increment("n")
+        assert await storage.has("n") is False
 
     async def test_increment_ttl_is_a_fixed_window(self, storage: Any) -> None:
         assert await storage.increment("w", ttl=TTL) == 1
