@@ -182,3 +182,12 @@ def test_sqlalchemy_scheme_may_name_a_driver() -> None:
 
     storage = open_storage("sqlalchemy+sqlite+aiosqlite:///driver-named.db")
     assert isinstance(storage, SQLAlchemyStorage)
+
+
+def test_text_options_stay_as_written(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path}/t.db?table=on&default_ttl=5")
+    assert storage.table == "on"
+    assert storage.default_ttl_ms == 5000
+    pytest.importorskip("redis")
+    assert open_storage("redis://127.0.0.1:6379/0?prefix=2024").prefix == "2024"
+    assert open_storage("redis://127.0.0.1:6379/0?prefix=").prefix == ""

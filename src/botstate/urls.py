@@ -100,9 +100,18 @@ def _coerce(value: str) -> Any:
     return value
 
 
-def parse_query(url: str, allowed: set[str] | frozenset[str]) -> dict[str, Any]:
-    """Options from a URL's query string, numbers and booleans converted; unknown names refused."""
-    options = {name: _coerce(value) for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+def parse_query(
+    url: str, allowed: set[str] | frozenset[str], text: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Options from a URL's query string; unknown names refused.
+
+    Numbers and booleans are converted, except for the ``text`` options, which stay as written:
+    ``?prefix=2024`` is the prefix ``"2024"``, and ``?prefix=`` the empty one.
+    """
+    options = {
+        name: value if name in text else _coerce(value)
+        for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    }
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} in {url!r}; allowed: {sorted(allowed)}")

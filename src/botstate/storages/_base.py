@@ -191,9 +191,11 @@ class BaseStorage(Storage[V]):
 
     @classmethod
     def _url_options(cls, url: str, options: dict[str, Any]) -> dict[str, Any]:
-        params = inspect.signature(cls.__init__).parameters.values()
-        allowed = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        return {**parse_query(url, allowed), **options}
+        params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        allowed = {p.name for p in params}
+        # Options annotated as text (``table: str``, ``prefix: str``) keep their value as written.
+        text = {p.name for p in params if str(p.annotation).split(" |")[0] in ("str", "<class 'str'>")}
+        return {**parse_query(url, allowed, text), **options}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
