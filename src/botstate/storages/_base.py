@@ -66,6 +66,23 @@ def parse_counter(storage: BaseStorage[Any], key: str, data: bytes) -> int:
     raise WrongTypeError("cannot increment a value that is not an integer", key=key, backend=storage.backend)
 
 
+_COUNTER_MIN, _COUNTER_MAX = -(2**63), 2**63 - 1
+
+
+def add_to_counter(storage: BaseStorage[Any], key: str, data: bytes, amount: int) -> int:
+    """The stored counter plus ``amount``, refused when it would leave the signed 64-bit range.
+
+    Redis INCRBY and SQL BIGINT stop there, and the JSON codec refuses larger ints: a counter that
+    works on one backend must work on every other.
+    """
+    total = parse_counter(storage, key, data) + amount
+    if not _COUNTER_MIN <= total <= _COUNTER_MAX:
+        raise StorageError(
+            "the counter would leave the signed 64-bit range", key=key, backend=storage.backend
+        )
+    return total
+
+
 class BaseStorage(Storage[V]):
     """Common base of the built-in backends. ``V`` is the value type the codec produces."""
 
@@ -146,6 +163,8 @@ class BaseStorage(Storage[V]):
         """
         if type(amount) is not int:
             raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        if not _COUNTER_MIN <= amount <= _COUNTER_MAX:
+            raise ValueError(f"increment amount must fit in a signed 64-bit int, got {amount}")
         if not self._int_codec:
             raise ConfigError(
                 f"increment needs a codec that stores ints as JSON numbers; {self.codec!r} does not "

@@ -134,7 +134,7 @@ class Statements:
             f" VALUES ($1, $2, convert_to($3::numeric::text, 'UTF8'), {_EXPIRES.format('$4::int8')})"
             " ON CONFLICT (id) DO UPDATE SET"
             f" value = CASE WHEN {expired} THEN EXCLUDED.value"
-            " ELSE convert_to((encode(t.value, 'escape')::numeric + $3::numeric)::text, 'UTF8') END,"
+            " ELSE convert_to((encode(t.value, 'escape')::numeric + $3::numeric)::int8::text, 'UTF8') END,"
             f" expires_at = CASE WHEN {expired} THEN EXCLUDED.expires_at ELSE t.expires_at END"
             f" WHERE {expired} OR encode(t.value, 'escape') ~ '^-?[0-9]+$'"
             " RETURNING value"

@@ -41,7 +41,7 @@ from .._ttl import TTL, monotonic_ms, now_ms
 from ..codecs import Codec
 from ..errors import ConfigError, CorruptValueError, StorageError
 from ..urls import url_path
-from ._base import BaseStorage, V, bad_key, parse_counter
+from ._base import BaseStorage, V, add_to_counter, bad_key
 from ._lease import Busy, LeaseLock
 
 __all__ = ["FileLock", "FileStorage"]
@@ -710,7 +710,7 @@ class FileStorage(BaseStorage[V]):
             if current is None:
                 total = amount
                 return str(total).encode(), _deadline(ttl_ms)
-            total = parse_counter(self, key, current) + amount
+            total = add_to_counter(self, key, current, amount)
             return str(total).encode(), expires_at  # a fixed window: the expiry is kept
 
         await self._modify(key, add)

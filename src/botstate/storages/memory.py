@@ -15,7 +15,7 @@ from .._glob import compile_glob, is_literal, literal_prefix
 from .._locks import KeyedLocks, LocalLock
 from .._ttl import TTL, monotonic_ms, ttl_to_ms
 from ..codecs import Codec
-from ._base import BaseStorage, V, bad_key, parse_counter
+from ._base import BaseStorage, V, add_to_counter, bad_key
 
 __all__ = ["MemoryStorage"]
 
@@ -229,7 +229,7 @@ class MemoryStorage(BaseStorage[V]):
             total = amount
             self._put(key, str(total).encode(), ttl_ms)
             return total
-        total = parse_counter(self, key, current) + amount
+        total = add_to_counter(self, key, current, amount)
         self._data[key] = str(total).encode()  # keeps the window's expiry
         return total
 

@@ -26,7 +26,7 @@ from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
 from .._ttl import TTL, now_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError
-from ._base import BaseStorage, V, bad_key, parse_counter
+from ._base import BaseStorage, V, add_to_counter, bad_key
 from ._lease import BUSY, Busy, LeaseLock
 from ._sqla_engine import (
     DEFAULT_DRIVERS,
@@ -522,7 +522,7 @@ class SQLAlchemyStorage(BaseStorage[V]):
             now = now_ms()
             row = (await conn.execute(sql.lock_entry, {"p_kh": kh})).first()
             if row is not None and _live(row.exp, now):
-                total = parse_counter(self, key, bytes(row.v)) + amount
+                total = add_to_counter(self, key, bytes(row.v), amount)
                 await conn.execute(sql.update_value, {"p_kh": kh, "p_v": str(total).encode()})  # keeps exp
                 return total
             exp = None if ttl_ms is None else now + ttl_ms

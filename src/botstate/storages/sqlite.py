@@ -30,7 +30,7 @@ from .._ttl import TTL, now_ms, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, LockError, StorageError, StorageUnavailable
 from ..urls import url_path
-from ._base import BaseStorage, V, bad_key, parse_counter
+from ._base import BaseStorage, V, add_to_counter, bad_key
 from ._sqlite_schema import Sql, check_schema, create_schema_sql, validate_table
 from ._sqlite_writer import GroupCommit, Op, backoff, is_busy
 
@@ -489,7 +489,7 @@ class SQLiteStorage(BaseStorage[V]):
             expires = None if ttl_ms is None else now + ttl_ms  # a new fixed window
             cur.execute(self._sql.set, (key, str(amount).encode(), expires))
             return amount
-        total = parse_counter(self, key, row[0]) + amount
+        total = add_to_counter(self, key, row[0], amount)
         cur.execute(self._sql.update_value, (str(total).encode(), key))  # keeps the window's expiry
         return total
 
