@@ -85,3 +85,24 @@ async def test_try_acquire_takes_only_a_free_key() -> None:
     assert locks.try_acquire("k") is not None
     locks.release("k")
     assert len(locks) == 0
+
+
+async def test_extend_works_while_held_and_raises_after_release() -> None:
+    locks = KeyedLocks()
+    async with locks.hold("chat:1") as held:
+        await held.extend(5)
+    with pytest.raises(LockError) as info:
+        await held.extend(5)
+    assert info.value.key == "chat:1"
+    assert info.value.backend == "local"
+
+
+async def test_lock_errors_name_the_owning_backend() -> None:
+    locks = KeyedLocks(backend="MemoryStorage")
+    async with locks.hold("k") as held:
+        with pytest.raises(LockError) as timed_out:
+            await locks.acquire("k", timeout=0.02)
+    with pytest.raises(LockError) as released:
+        await held.extend()
+    assert timed_out.value.backend == released.value.backend == "MemoryStorage"
+    assert timed_out.value.key == released.value.key == "k"

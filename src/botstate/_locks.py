@@ -19,19 +19,32 @@ __all__ = ["KeyedLocks", "LocalLock"]
 
 
 class LocalLock:
-    """A held in-process lock. ``token`` grows with every acquisition (a fencing token)."""
+    """A held in-process lock. ``token`` grows with every acquisition (a fencing token).
 
-    __slots__ = ("_token",)
+    It has no lease to renew, but ``extend`` after the ``async with`` block still raises
+    ``LockError`` like the distributed locks do: a holder that renews a lock it no longer holds has
+    a bug, and keeping quiet would let it go on believing it owns the key.
+    """
 
-    def __init__(self, token: int) -> None:
+    __slots__ = ("_backend", "_held", "_key", "_token")
+
+    def __init__(self, token: int, key: str, backend: str = "local") -> None:
         self._token = token
+        self._key = key
+        self._backend = backend
+        self._held = True
 
     @property
     def token(self) -> int:
         return self._token
 
     async def extend(self, lease: float | None = None) -> None:
-        """Nothing to renew: an in-process lock is released when its holder's task ends."""
+        """Nothing to renew while held; ``LockError`` once released."""
+        if not self._held:
+            raise LockError("lock already released", key=self._key, backend=self._backend)
+
+    def _release(self) -> None:
+        self._held = False
 
 
 class KeyedLocks:
@@ -41,11 +54,13 @@ class KeyedLocks:
     the key straight to the first waiter, so a key never looks free while others queue for it.
     """
 
-    __slots__ = ("_held", "_tokens")
+    __slots__ = ("_held", "_tokens", "backend")
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "local") -> None:
         self._held: dict[str, deque[asyncio.Future[None]] | None] = {}
         self._tokens = itertools.count(1)
+        self.backend = backend
+        """Named by ``LockError``: the storage class that owns these locks, else ``"local"``."""
 
     def __len__(self) -> int:
         return len(self._held)
@@ -81,7 +96,9 @@ class KeyedLocks:
             else:
                 waiter.cancel()  # release() skips it
             if isinstance(exc, TimeoutError):
-                raise LockError(f"lock not acquired within {timeout}s", key=key, backend="local") from None
+                raise LockError(
+                    f"lock not acquired within {timeout}s", key=key, backend=self.backend
+                ) from None
             raise
         return next(self._tokens)
 
@@ -100,17 +117,23 @@ class KeyedLocks:
 
 
 class _Hold:
-    __slots__ = ("_key", "_locks", "_timeout")
+    __slots__ = ("_key", "_lock", "_locks", "_timeout")
 
     def __init__(self, locks: KeyedLocks, key: str, timeout: float | None) -> None:
         self._locks = locks
         self._key = key
         self._timeout = timeout
+        self._lock: LocalLock | None = None
 
     async def __aenter__(self) -> LocalLock:
-        return LocalLock(await self._locks.acquire(self._key, self._timeout))
+        token = await self._locks.acquire(self._key, self._timeout)
+        self._lock = LocalLock(token, self._key, self._locks.backend)
+        return self._lock
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._lock is not None:
+            self._lock._release()
+            self._lock = None
         self._locks.release(self._key)
