@@ -8,7 +8,7 @@ import pytest
 from wrapper_backends import Minimal
 
 from botstate import MemoryStorage, is_atomic_storage, is_iterable_storage, is_locking_storage, is_ttl_storage
-from botstate.errors import CorruptValueError, LockError
+from botstate.errors import CorruptValueError, LockError, WrongTypeError
 from botstate.testing import StorageConformance
 from botstate.wrappers import Namespace, namespace
 
@@ -17,7 +17,26 @@ async def _keys(storage: Any) -> list[str]:
     return sorted([key async for key in storage.keys("*")])
 
 
-class TestNamespaceOverMemory(StorageConformance):
+_HANDLE_NAMES_THE_FULL_KEY = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known bug: lock() yields the wrapped storage's handle, whose LockError names the prefixed key",
+)
+
+
+class _LockHandleKnownBug(StorageConformance):
+    """The conformance lock tests a view fails today; ``strict`` makes the fix turn them red."""
+
+    @_HANDLE_NAMES_THE_FULL_KEY
+    async def test_extend_while_held_and_lock_error_after_release(self, storage: Any) -> None:
+        await super().test_extend_while_held_and_lock_error_after_release(storage)
+
+    @_HANDLE_NAMES_THE_FULL_KEY
+    async def test_abandoned_lock_frees_after_its_lease(self, storage: Any) -> None:
+        await super().test_abandoned_lock_frees_after_its_lease(storage)
+
+
+class TestNamespaceOverMemory(_LockHandleKnownBug):
     """A view must keep the whole contract, sharing its storage with a sibling view."""
 
     @pytest.fixture
@@ -59,9 +78,10 @@ async def test_errors_name_the_key_the_view_was_given() -> None:
     storage: MemoryStorage[Any] = MemoryStorage()
     await storage.set("ns:counter", "text")
     view = namespace(storage, "ns:")
-    with pytest.raises(Exception) as info:
+    with pytest.raises(WrongTypeError) as info:
         await view.increment("counter")
-    assert getattr(info.value, "key", None) == "counter"
+    assert info.value.key == "counter"
+    assert info.value.backend == "memory"
     await storage.set("ns:bad", "x")
     storage._data["ns:bad"] = b"\xff not json"
     with pytest.raises(CorruptValueError) as corrupt:
@@ -129,7 +149,7 @@ def test_prefix_must_be_a_non_empty_str(prefix: Any) -> None:
         namespace(MemoryStorage(), prefix)
 
 
-class TestNamespaceOverSQLite(StorageConformance):
+class TestNamespaceOverSQLite(_LockHandleKnownBug):
     """Views over one SQLite file: what lets sessions, FSM and rate limits share it."""
 
     persistent = True
@@ -148,7 +168,7 @@ class TestNamespaceOverSQLite(StorageConformance):
         return lambda: namespace(SQLiteStorage(tmp_path / "state.db"), "other:")
 
 
-class TestNamespaceOverRedis(StorageConformance):
+class TestNamespaceOverRedis(_LockHandleKnownBug):
     persistent = True
     native_expiry = True
     distributed_locks = True
