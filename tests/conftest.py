@@ -2,7 +2,8 @@
 
 A server is found through its environment variable, else on its standard loopback port. Without
 it the tests that need it skip with the reason, except under ``CI=true``, where a missing service
-fails the run instead of passing silently.
+fails the run instead of passing silently. Test modules needing a client library call
+``require_module`` from ``_services``, which applies the same rule.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
+
+from _services import unavailable
 
 SERVICES = {
     "redis": ("BOTSTATE_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -35,10 +38,7 @@ def service_url(name: str) -> str:
     env, default = SERVICES[name]
     url = os.environ.get(env, default)
     if not _reachable(url):
-        reason = f"{name} not reachable at {url} (set {env} to point at one)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
+        unavailable(f"{name} not reachable at {url} (set {env} to point at one)")
     return url
 
 

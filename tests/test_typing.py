@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-mypy_api = pytest.importorskip("mypy.api")
+from _services import require_module
+
+mypy_api = require_module("mypy.api")
 
 HERE = Path(__file__).parent / "typing"
 MARK = re.compile(r"#\s*E:\s*([\w-]+)")

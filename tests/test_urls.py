@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from _services import require_module
 from botstate import ConfigError, LruMemoryStorage, MemoryStorage, open_storage
 from botstate.urls import known_schemes, parse_query, url_path
 
@@ -177,7 +178,7 @@ def test_plugin_schemes_are_unknown_once_uninstalled() -> None:
 
 
 def test_sqlalchemy_scheme_may_name_a_driver() -> None:
-    pytest.importorskip("sqlalchemy")
+    require_module("sqlalchemy")
     from botstate.storages.sqlalchemy import SQLAlchemyStorage
 
     storage = open_storage("sqlalchemy+sqlite+aiosqlite:///driver-named.db")
@@ -188,6 +189,6 @@ def test_text_options_stay_as_written(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path}/t.db?table=on&default_ttl=5")
     assert storage.table == "on"
     assert storage.default_ttl_ms == 5000
-    pytest.importorskip("redis")
+    require_module("redis")
     assert open_storage("redis://127.0.0.1:6379/0?prefix=2024").prefix == "2024"
     assert open_storage("redis://127.0.0.1:6379/0?prefix=").prefix == ""

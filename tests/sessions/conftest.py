@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from _services import require_module
 from botstate import Lock, MemoryStorage, open_storage
 from botstate._ttl import TTL
 
@@ -78,17 +78,10 @@ MODULES = {
 }
 
 
-def require_backend(name: str) -> None:
-    try:
-        importlib.import_module(MODULES[name])
-    except ImportError as exc:
-        pytest.skip(f"{name} backend not available yet ({exc})")
-
-
 @pytest.fixture(params=list(MODULES))
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each backend with locks shared between processes; skipped while its module is missing."""
-    require_backend(request.param)
+    """Each backend with locks shared between processes (its client library is required)."""
+    require_module(MODULES[request.param])
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'sessions.db'}"
     fixture = "redis_url" if request.param == "redis" else "postgres_dsn"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+from _services import require_module
 
-mypy_api = pytest.importorskip("mypy.api")
+mypy_api = require_module("mypy.api")
 
 
 def test_session_types_check() -> None:

@@ -12,10 +12,11 @@ import pytest
 import pytest_asyncio
 
 from _pg_server import PgServer, pg_server_or_skip
+from _services import require_module
 from botstate import StorageUnavailable
 from botstate.storages.postgres import PostgresStorage
 
-asyncpg = pytest.importorskip("asyncpg")
+asyncpg = require_module("asyncpg")
 
 APP = "botstate-under-test"
 """The application_name of the storage's connections, so the tests can find and kill them."""

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from _services import require_module
 from botstate import open_storage
 from botstate.testing import StorageConformance
 
-redis = pytest.importorskip("redis.asyncio")
+redis = require_module("redis.asyncio")
 
 from _redis_servers import RedisCluster, redis_cluster_or_skip  # noqa: E402
 from botstate.storages.redis import RedisStorage  # noqa: E402
