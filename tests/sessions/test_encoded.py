@@ -103,11 +103,11 @@ async def test_an_unencodable_value_raises_naming_the_key_and_writes_nothing(sto
 
 
 async def test_with_ttl_a_session_expired_during_its_body_is_stored_again(storage: Any) -> None:
-    await storage.set(KEY, {"n": 1}, ttl=0.05)
+    await storage.set(KEY, {"n": 1}, ttl=0.3)
     sessions = Sessions(storage, ttl=60)
     async with sessions.open("chat") as session:
         assert session.data == {"n": 1}
-        await asyncio.sleep(0.1)  # gone by the end: touch finds nothing, the value is written
+        await asyncio.sleep(0.5)  # gone by the end: touch finds nothing, the value is written
     assert (sessions.stats.touches, sessions.stats.writes) == (1, 1)
     assert await storage.get(KEY) == {"n": 1}
 

@@ -238,9 +238,9 @@ async def test_expired_lease_is_taken_over_and_the_old_holder_learns_it(storage:
 
 
 async def test_extend_keeps_a_lock_past_its_first_lease(storage: FileStorage[Any]) -> None:
-    async with storage.lock("chat", lease=0.3) as held:
-        for _ in range(3):
-            await asyncio.sleep(0.15)
+    async with storage.lock("chat", lease=1) as held:
+        for _ in range(3):  # 1.5 s in all: only the renewals keep it
+            await asyncio.sleep(0.5)
             await held.extend()
         with pytest.raises(LockError):
             async with storage.lock("chat", timeout=0.1):

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from _services import require_module
 from botstate import ConfigError, CorruptValueError, LockError, open_storage
 from botstate.testing import StorageConformance, SwitchableCodec
 
-asyncpg = pytest.importorskip("asyncpg")
+asyncpg = require_module("asyncpg")
 
 from botstate.storages._pg_sql import SCHEMA_VERSION  # noqa: E402
 from botstate.storages.postgres import PostgresStorage  # noqa: E402
@@ -154,10 +155,10 @@ async def test_a_bad_lock_lease_is_refused(postgres_dsn: str, table: str) -> Non
 
 async def test_lock_extend_renews_and_fails_once_lost(postgres_dsn: str, table: str) -> None:
     async with PostgresStorage(postgres_dsn, table=table) as storage:
-        async with storage.lock("job", lease=0.3) as held:
-            await asyncio.sleep(0.2)
+        async with storage.lock("job", lease=1) as held:
+            await asyncio.sleep(0.5)
             await held.extend(5)
-            await asyncio.sleep(0.2)  # past the first lease: only the extension keeps it
+            await asyncio.sleep(0.7)  # past the first lease: only the extension keeps it
             with pytest.raises(LockError):
                 async with storage.lock("job", lease=1, timeout=0.1):
                     pass

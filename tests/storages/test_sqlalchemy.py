@@ -349,14 +349,12 @@ async def test_lock_excludes_across_engines(two_engines: list[SQLAlchemyStorage]
     assert len(set(tokens)) == 8
 
 
-async def test_a_lost_lease_cannot_be_extended(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
-    async with SQLAlchemyStorage(url) as storage, storage.lock("chat:1", lease=0.1) as held:
+async def test_a_lost_lease_cannot_be_extended(each_dialect: SQLAlchemyStorage) -> None:
+    async with each_dialect.lock("chat:1", lease=1) as held:
         await held.extend(5)  # still ours: renewed
-        await asyncio.sleep(0.05)
-        await held.extend(0.1)
-        await asyncio.sleep(0.2)
-        async with storage.lock("chat:1", lease=5, timeout=1) as other:
+        await held.extend(0.3)  # and shortened: an extension sets the lease, it does not add to it
+        await asyncio.sleep(0.6)
+        async with each_dialect.lock("chat:1", lease=5, timeout=2) as other:
             assert other.token > held.token
             with pytest.raises(LockError):
                 await held.extend()
