@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,34 @@ async def test_50_concurrent_updates_lose_no_key(any_storage: Any) -> None:
     assert await ctx.get_state() == "collecting"
 
 
+class CountingWrites:
+    """Forwards to ``inner``, counting each call of a method that writes to the backend."""
+
+    WRITES = frozenset({"set", "set_many", "delete", "compare_and_set", "increment", "touch", "clear"})
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.writes: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name not in self.WRITES:
+            return attribute
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.writes[name] += 1
+            return await attribute(*args, **kwargs)
+
+        return counted
+
+
 async def test_clear_forgets_state_and_data_in_one_write(any_storage: Any) -> None:
     ctx = StateContext(any_storage, "chat:1")
     await ctx.set_state("s")
     await ctx.update_data(x=1)
-    await ctx.clear()
+    counting = CountingWrites(any_storage)
+    await StateContext(counting, "chat:1").clear()  # type: ignore[arg-type]
+    assert sum(counting.writes.values()) == 1, counting.writes
     assert await ctx.get_state() is None
     assert await ctx.get_data() == {}
     assert await any_storage.has("chat:1") is False

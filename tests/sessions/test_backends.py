@@ -28,6 +28,7 @@ async def test_untouched_new_sessions_and_deleted_ones_leave_no_entry(storage: A
     assert await storage.has(f"{unique}:1:chat:5") is False
     async with sessions.open(CHAT) as session:
         session.data = {"step": 1}
+    assert await storage.has(f"{unique}:1:chat:5") is True  # the key checked above is the real one
     async with sessions.open(CHAT) as session:
         session.data = None
     assert await storage.has(f"{unique}:1:chat:5") is False
