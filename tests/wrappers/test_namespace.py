@@ -17,26 +17,7 @@ async def _keys(storage: Any) -> list[str]:
     return sorted([key async for key in storage.keys("*")])
 
 
-_HANDLE_NAMES_THE_FULL_KEY = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug: lock() yields the wrapped storage's handle, whose LockError names the prefixed key",
-)
-
-
-class _LockHandleKnownBug(StorageConformance):
-    """The conformance lock tests a view fails today; ``strict`` makes the fix turn them red."""
-
-    @_HANDLE_NAMES_THE_FULL_KEY
-    async def test_extend_while_held_and_lock_error_after_release(self, storage: Any) -> None:
-        await super().test_extend_while_held_and_lock_error_after_release(storage)
-
-    @_HANDLE_NAMES_THE_FULL_KEY
-    async def test_abandoned_lock_frees_after_its_lease(self, storage: Any) -> None:
-        await super().test_abandoned_lock_frees_after_its_lease(storage)
-
-
-class TestNamespaceOverMemory(_LockHandleKnownBug):
+class TestNamespaceOverMemory(StorageConformance):
     """A view must keep the whole contract, sharing its storage with a sibling view."""
 
     @pytest.fixture
@@ -149,7 +130,7 @@ def test_prefix_must_be_a_non_empty_str(prefix: Any) -> None:
         namespace(MemoryStorage(), prefix)
 
 
-class TestNamespaceOverSQLite(_LockHandleKnownBug):
+class TestNamespaceOverSQLite(StorageConformance):
     """Views over one SQLite file: what lets sessions, FSM and rate limits share it."""
 
     persistent = True
@@ -168,7 +149,7 @@ class TestNamespaceOverSQLite(_LockHandleKnownBug):
         return lambda: namespace(SQLiteStorage(tmp_path / "state.db"), "other:")
 
 
-class TestNamespaceOverRedis(_LockHandleKnownBug):
+class TestNamespaceOverRedis(StorageConformance):
     persistent = True
     native_expiry = True
     distributed_locks = True

@@ -39,7 +39,7 @@ class MemoryStorage(BaseStorage[V]):
         super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
         self._data: dict[str, bytes] = self._new_table()
         self._expires: dict[str, float] = {}  # key -> monotonic ms; only keys that expire
-        self._locks = KeyedLocks()
+        self._locks = KeyedLocks(self.backend)
         if data is not None:
             pairs = data.items() if isinstance(data, Mapping) else data
             for key, value in pairs:

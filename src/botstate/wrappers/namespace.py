@@ -180,7 +180,7 @@ class Namespace(StorageWrapper[V]):
         try:
             async with self._any.lock(full, lease=lease, timeout=timeout) as held:
                 in_body = True
-                yield held
+                yield _ViewLock(self, held)
                 in_body = False
         except StorageError as exc:
             if in_body:  # the caller's own error: not ours to rename
@@ -212,3 +212,23 @@ def namespace(storage: Storage[V], prefix: str) -> Namespace[V]:
             raise ValueError("a namespace prefix is a non-empty str")
         return Namespace(storage.wrapped, storage.prefix + prefix)
     return Namespace(storage, prefix)
+
+
+class _ViewLock:
+    """A held lock of the wrapped storage, whose errors name the key as the view's caller knows it."""
+
+    __slots__ = ("_held", "_view")
+
+    def __init__(self, view: Namespace[Any], held: Lock) -> None:
+        self._view = view
+        self._held = held
+
+    @property
+    def token(self) -> int:
+        return self._held.token
+
+    async def extend(self, lease: float | None = None) -> None:
+        try:
+            await self._held.extend(lease)
+        except StorageError as exc:
+            self._view._reraise(exc)
