@@ -69,18 +69,28 @@ def parse_counter(storage: BaseStorage[Any], key: str, data: bytes) -> int:
 _COUNTER_MIN, _COUNTER_MAX = -(2**63), 2**63 - 1
 
 
-def add_to_counter(storage: BaseStorage[Any], key: str, data: bytes, amount: int) -> int:
-    """The stored counter plus ``amount``, refused when it would leave the signed 64-bit range.
+def check_amount(amount: int) -> None:
+    """What ``increment`` accepts as an amount: an int (not a bool) within signed 64 bits."""
+    if type(amount) is not int:
+        raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+    if not _COUNTER_MIN <= amount <= _COUNTER_MAX:
+        raise ValueError(f"increment amount must fit in a signed 64-bit int, got {amount}")
+
+
+def check_counter(total: int, key: str, backend: str) -> int:
+    """``total``, refused when it left the signed 64-bit range.
 
     Redis INCRBY and SQL BIGINT stop there, and the JSON codec refuses larger ints: a counter that
     works on one backend must work on every other.
     """
-    total = parse_counter(storage, key, data) + amount
     if not _COUNTER_MIN <= total <= _COUNTER_MAX:
-        raise StorageError(
-            "the counter would leave the signed 64-bit range", key=key, backend=storage.backend
-        )
+        raise StorageError("the counter would leave the signed 64-bit range", key=key, backend=backend)
     return total
+
+
+def add_to_counter(storage: BaseStorage[Any], key: str, data: bytes, amount: int) -> int:
+    """The stored counter ``data`` plus ``amount``, within signed 64 bits."""
+    return check_counter(parse_counter(storage, key, data) + amount, key, storage.backend)
 
 
 class BaseStorage(Storage[V]):
@@ -161,10 +171,7 @@ class BaseStorage(Storage[V]):
         arithmetic work on), which is the JSON codec's form of an int: with a codec that writes
         ints otherwise (pickle, raw bytes) ``get`` could not read a counter back.
         """
-        if type(amount) is not int:
-            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
-        if not _COUNTER_MIN <= amount <= _COUNTER_MAX:
-            raise ValueError(f"increment amount must fit in a signed 64-bit int, got {amount}")
+        check_amount(amount)
         if not self._int_codec:
             raise ConfigError(
                 f"increment needs a codec that stores ints as JSON numbers; {self.codec!r} does not "

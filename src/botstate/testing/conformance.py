@@ -612,6 +612,21 @@ class StorageConformance:
             await storage.increment("n")
         assert await storage.has("n") is False
 
+    async def test_counters_stay_within_signed_64_bits(self, storage: Any) -> None:
+        await storage.set("n", 2**63 - 2)
+        assert await storage.increment("n") == 2**63 - 1
+        with pytest.raises(StorageError) as info:
+            await storage.increment("n")
+        assert info.value.key == "n"
+        assert await storage.get("n") == 2**63 - 1
+        await storage.set("m", -(2**63) + 1)
+        with pytest.raises(StorageError):
+            await storage.increment("m", -2)
+        assert await storage.get("m") == -(2**63) + 1
+        with pytest.raises(ValueError):
+            await storage.increment("x", 2**64)
+        assert await storage.has("x") is False
+
     async def test_increment_ttl_is_a_fixed_window(self, storage: Any) -> None:
         assert await storage.increment("w", ttl=WINDOW_TTL) == 1
         await asyncio.sleep(WINDOW_TTL * 0.6)

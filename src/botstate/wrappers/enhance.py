@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, overload
 from .._ttl import TTL, now_ms, ttl_to_ms
 from ..contract import Lock, Storage, is_atomic_storage
 from ..errors import CorruptValueError, WrongTypeError
-from ..storages._base import same_value
+from ..storages._base import check_amount, check_counter, same_value
 from ._base import RETRY, Retry, StorageWrapper, retry_cas
 
 __all__ = ["EnhancedStorage", "Migration", "enhance_storage"]
@@ -281,8 +281,7 @@ class EnhancedStorage(StorageWrapper[V]):
 
     async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
         """Add ``amount`` to an int stored in an envelope; ``ttl`` applies when it is created."""
-        if type(amount) is not int:
-            raise TypeError(f"increment amount must be int, not {type(amount).__name__}")
+        check_amount(amount)
         ttl_to_ms(ttl)
 
         def step(current: Any) -> tuple[int, int]:
@@ -292,7 +291,8 @@ class EnhancedStorage(StorageWrapper[V]):
                 raise WrongTypeError(
                     "cannot increment a value that is not an integer", key=key, backend=self.backend
                 )
-            return current + amount, current + amount
+            total = check_counter(current + amount, key, self.backend)
+            return total, total
 
         total: int = await self._update(key, step, ttl, keep_expiry=True)
         return total
