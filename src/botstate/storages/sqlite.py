@@ -16,27 +16,24 @@ most writes that were not acknowledged yet.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
 from .._ttl import TTL, now_ms, ttl_to_ms
 from ..codecs import Codec
-from ..errors import ConfigError, LockError, StorageError, StorageUnavailable
+from ..errors import ConfigError, StorageError, StorageUnavailable
 from ..urls import url_path
 from ._base import BaseStorage, V, add_to_counter, bad_key
+from ._lease import Busy, LeaseLock
 from ._sqlite_schema import Sql, check_schema, create_schema_sql, validate_table
 from ._sqlite_writer import GroupCommit, Op, backoff, is_busy
 
 __all__ = ["SQLiteLock", "SQLiteStorage"]
-
-log = logging.getLogger("botstate")
 
 PAGE = 500
 """Rows per statement when iterating, clearing or sweeping: keeps each statement small."""
@@ -44,36 +41,45 @@ PAGE = 500
 _SYNCHRONOUS = ("normal", "full", "extra")
 
 
-class SQLiteLock:
-    """A held lock row. ``token`` comes from a per-table sequence, so it grows on every acquisition."""
+class SQLiteLock(LeaseLock[int]):
+    """A lock row in ``botstate_locks``; ``token`` comes from a per-table sequence, so it always grows.
 
-    __slots__ = ("_key", "_lease", "_storage", "_token")
+    Acquiring is a conditional upsert in the write transaction. Waiters never sleep past the
+    holder's lease, and one in this process wakes as soon as a holder here releases.
+    """
 
-    def __init__(self, storage: SQLiteStorage[Any], key: str, token: int, lease: float) -> None:
+    __slots__ = ("_owner", "_storage")
+
+    min_delay = 0.005
+    max_delay = 0.1
+
+    def __init__(self, storage: SQLiteStorage[Any], key: str, *, lease: float, timeout: float | None) -> None:
+        super().__init__(key, storage.backend, lease=lease, timeout=timeout)
         self._storage = storage
-        self._key = key
-        self._token = token
-        self._lease = lease
+        self._owner = f"{storage._host}:{os.getpid()}"
 
-    @property
-    def token(self) -> int:
-        return self._token
+    async def _try_acquire(self, lease_ms: int) -> int | Busy:
+        storage = self._storage
+        op, args = storage._op_lock_acquire, (self._key, lease_ms, self._owner)
+        token, held_until = await storage._write(op, args, self._key)
+        return int(token) if token else Busy(max(0.0, (held_until - now_ms()) / 1000))
 
-    async def extend(self, lease: float | None = None) -> None:
-        """Renew the lease from now; ``LockError`` if it already ran out (another holder may exist)."""
-        lease_ms = _lease_ms(self._lease if lease is None else lease)
-        await self._storage._write(
-            self._storage._op_lock_extend, (self._key, self._token, lease_ms), self._key
-        )
+    async def _extend(self, handle: int, lease_ms: int) -> bool:
+        storage = self._storage
+        return bool(await storage._write(storage._op_lock_extend, (self._key, handle, lease_ms), self._key))
 
-    def __repr__(self) -> str:
-        return f"SQLiteLock(key={self._key!r}, token={self._token})"
+    async def _release(self, handle: int) -> bool:
+        storage = self._storage
+        try:
+            return bool(await storage._write(storage._op_lock_release, (self._key, handle), self._key))
+        finally:
+            storage._signal_release()
 
+    def _token_of(self, handle: int) -> int:
+        return handle
 
-def _lease_ms(lease: float) -> int:
-    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 < lease < float("inf"):
-        raise ValueError(f"lock lease must be positive finite seconds, got {lease!r}")
-    return max(1, round(lease * 1000))
+    async def _pause(self, seconds: float) -> None:
+        await self._storage._wait_for_release(seconds)
 
 
 class SQLiteStorage(BaseStorage[V]):
@@ -495,60 +501,13 @@ class SQLiteStorage(BaseStorage[V]):
 
     # -- LockingStorage ---------------------------------------------------------------------------
 
-    def lock(
-        self, key: str, *, lease: float = 30.0, timeout: float | None = None
-    ) -> AbstractAsyncContextManager[SQLiteLock]:
+    def lock(self, key: str, *, lease: float = 30.0, timeout: float | None = None) -> SQLiteLock:
         """A lock shared by every process using this file and table (a row in ``botstate_locks``).
 
-        Acquiring is a conditional upsert in the write transaction; waiters poll with backoff (and
-        wake at once when a holder in this process releases). A holder that crashed blocks others
-        for at most ``lease`` seconds; a long job renews with ``extend()``.
+        A holder that crashed blocks others for at most ``lease`` seconds; a long job renews with
+        ``extend()`` (see :class:`SQLiteLock`).
         """
-        if type(key) is not str or not key:
-            bad_key(key)
-        lease_ms = _lease_ms(lease)
-        if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
-            raise ValueError(f"lock timeout must be seconds >= 0 or None, got {timeout!r}")
-        return self._hold(key, lease, lease_ms, timeout)
-
-    @asynccontextmanager
-    async def _hold(
-        self, key: str, lease: float, lease_ms: int, timeout: float | None
-    ) -> AsyncIterator[SQLiteLock]:
-        token = await self._acquire(key, lease_ms, timeout)
-        try:
-            yield SQLiteLock(self, key, token, lease)
-        finally:
-            await self._release(key, token)
-
-    async def _acquire(self, key: str, lease_ms: int, timeout: float | None) -> int:
-        """Try, then poll until ``timeout``; one try always happens: ``timeout=0`` is "now or never"."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        owner = f"{self._host}:{os.getpid()}"
-        attempt = 0
-        while True:
-            writer = self._writer or (await self._connected())[1]
-            future = writer.submit(self._op_lock_acquire, (key, lease_ms, owner), key)
-            try:
-                token, held_until = await future
-            except asyncio.CancelledError:
-                # Cancelled after the row was written: give the lock back at once.
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    token = future.result()[0]
-                    if token:
-                        self._release_soon(key, token)
-                raise
-            if token:
-                return int(token)
-            delay = min(0.1, 0.005 * 2**attempt, max(0.001, (held_until - now_ms()) / 1000))
-            if deadline is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise LockError(f"lock not acquired within {timeout}s", key=key, backend=self.backend)
-                delay = min(delay, remaining)
-            await self._wait_for_release(delay)
-            attempt += 1
+        return SQLiteLock(self, key, lease=lease, timeout=timeout)
 
     def _op_lock_acquire(
         self, cur: sqlite3.Cursor, now: int, key: str, lease_ms: int, owner: str
@@ -560,28 +519,11 @@ class SQLiteStorage(BaseStorage[V]):
         cur.execute(self._sql.lock_put, (key, owner, token, now + lease_ms))
         return token, 0
 
-    def _op_lock_extend(self, cur: sqlite3.Cursor, now: int, key: str, token: int, lease_ms: int) -> None:
-        if cur.execute(self._sql.lock_extend, (now + lease_ms, key, token, now)).rowcount == 0:
-            raise LockError("lock was lost: its lease ran out before extend()", key=key, backend=self.backend)
+    def _op_lock_extend(self, cur: sqlite3.Cursor, now: int, key: str, token: int, lease_ms: int) -> bool:
+        return bool(cur.execute(self._sql.lock_extend, (now + lease_ms, key, token, now)).rowcount)
 
-    def _op_lock_release(self, cur: sqlite3.Cursor, now: int, key: str, token: int) -> None:
-        cur.execute(self._sql.lock_release, (key, token))
-
-    async def _release(self, key: str, token: int) -> None:
-        try:
-            writer = self._writer or (await self._connected())[1]
-            # Shielded: a holder cancelled while releasing still releases.
-            await asyncio.shield(writer.submit(self._op_lock_release, (key, token), key))
-        except StorageError as exc:
-            log.warning("botstate: lock release failed; the lock frees when its lease ends: %s", exc)
-        finally:
-            self._signal_release()
-
-    def _release_soon(self, key: str, token: int) -> None:
-        if self._writer is not None:
-            future = self._writer.submit(self._op_lock_release, (key, token), key)
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._signal_release()
+    def _op_lock_release(self, cur: sqlite3.Cursor, now: int, key: str, token: int) -> bool:
+        return bool(cur.execute(self._sql.lock_release, (key, token)).rowcount)
 
     async def _wait_for_release(self, delay: float) -> None:
         """Sleep up to ``delay``; a release by this process ends the wait early."""
