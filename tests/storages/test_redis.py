@@ -139,9 +139,13 @@ async def test_an_empty_prefix_hides_lock_keys(redis_url: str, raw: Any) -> None
 async def test_an_existing_client_is_not_closed_by_stop(redis_url: str, unique: str) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
+        # redis-py reconnects silently after aclose(), so a working client proves nothing: the
+        # server's id of the client's connection does, since a reconnect gets a new one.
+        connection_id = await client.client_id()
         storage = RedisStorage(client, prefix=f"{unique}:")
         async with storage:
             await storage.set("k", 1)
+        assert await client.client_id() == connection_id
         assert await client.get(f"{unique}:k") == b"1"
         await client.delete(f"{unique}:k")
     finally:
