@@ -91,3 +91,24 @@ async def test_more_concurrent_commands_than_a_node_has_connections(storage: Red
     await storage.set("hot", 1)
     assert await asyncio.gather(*(storage.get("hot") for _ in range(500))) == [1] * 500
     assert sorted(await asyncio.gather(*(storage.increment("n") for _ in range(300)))) == list(range(1, 301))
+
+
+@pytest.mark.parametrize("own_client", [False, True], ids=["url", "user-client"])
+async def test_a_burst_before_first_use_applies_each_increment_once(
+    cluster: RedisCluster, unique: str, own_client: bool
+) -> None:
+    # redis-py's cluster client hit by concurrent commands before initialize() applied some of
+    # them twice; the storage is not started and the client never used, so the burst is first.
+    client = (
+        redis.RedisCluster.from_url(cluster.url.replace("redis+cluster", "redis")) if own_client else None
+    )
+    storage: RedisStorage[Any] = RedisStorage(client or cluster.url, prefix=f"{unique}:")
+    try:
+        totals = await asyncio.gather(*(storage.increment("n") for _ in range(300)))
+        assert sorted(totals) == list(range(1, 301))
+        assert await storage.get("n") == 300
+        await storage.clear()
+    finally:
+        await storage.stop()
+        if client is not None:
+            await client.aclose()
