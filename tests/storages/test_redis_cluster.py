@@ -112,3 +112,24 @@ async def test_a_burst_before_first_use_applies_each_increment_once(
         await storage.stop()
         if client is not None:
             await client.aclose()
+
+
+async def test_every_primary_is_scanned_page_by_page(cluster: RedisCluster, unique: str) -> None:
+    nodes = [redis.Redis(port=node.port) for node in cluster.nodes]
+    mapping = {f"page:{i}": i for i in range(120)}
+    try:
+        async with RedisStorage(cluster.url, prefix=f"{unique}:", scan_count=2) as storage:
+            await storage.set_many(mapping)
+            for node in nodes:
+                await node.config_resetstat()
+            assert sorted([key async for key in storage.keys("*")]) == sorted(mapping)
+            assert sorted([entry async for entry in storage.entries("page:*")]) == sorted(mapping.items())
+            assert await storage.clear() == len(mapping)
+            for node in nodes:
+                stats = await node.info("commandstats")
+                assert "cmdstat_keys" not in stats
+                assert stats["cmdstat_scan"]["calls"] > 3  # several pages on each primary, 3 passes
+            assert [key async for key in storage.keys("*")] == []
+    finally:
+        for node in nodes:
+            await node.aclose()
