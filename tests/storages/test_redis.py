@@ -128,12 +128,40 @@ async def test_keys_that_look_like_lock_keys_are_entries(storage: RedisStorage[A
     assert await storage.clear() == 2
 
 
-async def test_an_empty_prefix_hides_lock_keys(redis_url: str, raw: Any) -> None:
-    # Database 0 is shared with other tests: only look at our own lock, not at the keyspace.
-    storage: RedisStorage[Any] = RedisStorage(redis_url, prefix="", lock_prefix="botstate-test-lock:")
-    async with storage, storage.lock("only-lock", lease=5):
-        assert await collect(storage.keys("botstate-test-lock:*")) == []
-        assert await raw.exists("botstate-test-lock:{@only-lock}") == 1
+async def test_an_empty_prefix_keeps_lock_keys_out_of_the_entries(
+    redis_url: str, unique: str, raw: Any
+) -> None:
+    # Database 0 is shared with other tests: only look at our own keys, and never clear().
+    storage: RedisStorage[Any] = RedisStorage(redis_url, prefix="", lock_prefix=f"{unique}-lock:")
+    lock_key, token_key = storage._lock_keys("chat:1")
+    async with storage, storage.lock("chat:1", lease=5):
+        assert await raw.exists(lock_key, token_key) == 2
+        assert await collect(storage.keys(f"{unique}-lock:*")) == []
+        assert await collect(storage.keys(lock_key)) == []  # a literal pattern is no way round
+        assert await collect(storage.entries(token_key)) == []
+        for key in (lock_key, token_key, f"{unique}-lock:anything"):
+            with pytest.raises(ConfigError, match="reserved") as info:
+                await storage.has(key)
+            assert key in str(info.value)
+            assert "backend=redis" in str(info.value)
+        calls = [
+            storage.get(lock_key),
+            storage.set(lock_key, "entry"),
+            storage.delete(lock_key),
+            storage.touch(lock_key, 5),
+            storage.increment(token_key),
+            storage.compare_and_set(lock_key, 1, expected=None),
+            storage.get_many([f"{unique}:ok", lock_key]),
+            storage.set_many({f"{unique}:ok": 1, token_key: 2}),
+        ]
+        for call in calls:
+            with pytest.raises(ConfigError, match="reserved"):
+                await call
+        assert await raw.exists(lock_key, token_key) == 2  # the lock is untouched
+        assert await storage.get(f"{unique}:ok") is None  # set_many refused as a whole
+        await storage.set(f"{unique}:entry", 1)  # any other key is an entry as usual
+        assert await collect(storage.keys(f"{unique}*")) == [f"{unique}:entry"]
+        assert await storage.delete(f"{unique}:entry") is True
 
 
 async def test_an_existing_client_is_not_closed_by_stop(redis_url: str, unique: str) -> None:

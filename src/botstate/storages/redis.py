@@ -274,11 +274,30 @@ class RedisStorage(BaseStorage[V]):
 
     # -- Storage ----------------------------------------------------------------------------------
 
-    async def _get(self, key: str, default: Any = None) -> Any:
+    def _full(self, key: str) -> str:
+        """The Redis key of an entry, after checking ``key`` names one.
+
+        With a prefix that ``lock_prefix`` starts with (``prefix=""``), some names fall on lock
+        keys: reading them would show a lock as an entry and writing them would break the lock,
+        so they are refused rather than silently mixed up.
+        """
         if type(key) is not str or not key:
             bad_key(key)
+        full = self.prefix + key
+        if self._is_lock_key(full):
+            raise ConfigError(
+                f"key {key!r} is reserved: with prefix {self.prefix!r} it falls under "
+                f"lock_prefix {self.lock_prefix!r} (backend={self.backend}); use another key or prefix"
+            )
+        return full
+
+    def _is_lock_key(self, full: str) -> bool:
+        return self._hide_locks and full.startswith(self.lock_prefix)
+
+    async def _get(self, key: str, default: Any = None) -> Any:
+        full = self._full(key)
         try:
-            data = await self._call("GET", self.prefix + key)
+            data = await self._call("GET", full)
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, key) from exc
         if data is None:
@@ -292,43 +311,38 @@ class RedisStorage(BaseStorage[V]):
         get = _get
 
     async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
-        if type(key) is not str or not key:
-            bad_key(key)
+        full = self._full(key)
         ttl_ms = self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
         data = self._encode_value(key, value)
         try:
             if ttl_ms is None:
-                await self._call("SET", self.prefix + key, data)
+                await self._call("SET", full, data)
             else:
-                await self._call("SET", self.prefix + key, data, "PX", ttl_ms)
+                await self._call("SET", full, data, "PX", ttl_ms)
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, key) from exc
 
     async def delete(self, key: str) -> bool:
-        if type(key) is not str or not key:
-            bad_key(key)
+        full = self._full(key)
         try:
-            return bool(await self._call("DEL", self.prefix + key))
+            return bool(await self._call("DEL", full))
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, key) from exc
 
     async def has(self, key: str) -> bool:
-        if type(key) is not str or not key:
-            bad_key(key)
+        full = self._full(key)
         try:
-            return bool(await self._call("EXISTS", self.prefix + key))
+            return bool(await self._call("EXISTS", full))
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, key) from exc
 
     async def get_many(self, keys: Iterable[str]) -> list[V | None]:
         keys = list(keys)
-        for key in keys:
-            if type(key) is not str or not key:
-                bad_key(key)
+        fulls = [self._full(key) for key in keys]
         if not keys:
             return []
         try:
-            raw = await self._mget([self.prefix + key for key in keys])
+            raw = await self._mget(fulls)
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, keys[0] if len(keys) == 1 else None) from exc
         return [
@@ -364,9 +378,7 @@ class RedisStorage(BaseStorage[V]):
         ttl_ms = self._ttl(ttl)
         encoded: dict[str, bytes] = {}
         for key, value in mapping.items():
-            if type(key) is not str or not key:
-                bad_key(key)
-            encoded[self.prefix + key] = self._encode_value(key, value)
+            encoded[self._full(key)] = self._encode_value(key, value)
         if not encoded:
             return
         try:
@@ -396,13 +408,12 @@ class RedisStorage(BaseStorage[V]):
     # -- TtlStorage ----------------------------------------------------------------------------
 
     async def touch(self, key: str, ttl: TTL | None = None) -> bool:
-        if type(key) is not str or not key:
-            bad_key(key)
+        full = self._full(key)
         ttl_ms = self._ttl(ttl)
         try:
             if ttl_ms is None:
-                return bool(await self._script(scripts.TOUCH_PERSIST, [self.prefix + key]))
-            return bool(await self._call("PEXPIRE", self.prefix + key, ttl_ms))
+                return bool(await self._script(scripts.TOUCH_PERSIST, [full]))
+            return bool(await self._call("PEXPIRE", full, ttl_ms))
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, key) from exc
 
@@ -417,7 +428,7 @@ class RedisStorage(BaseStorage[V]):
         every primary. A key is re-checked here since the server only narrows the search."""
         if is_literal(pattern):
             key = literal_prefix(pattern)
-            if key and await self.has(key):
+            if key and not self._is_lock_key(self.prefix + key) and await self.has(key):
                 yield [(key, self.prefix + key)]
             return
         match = self._prefix_match + _server_match(pattern)
@@ -428,7 +439,7 @@ class RedisStorage(BaseStorage[V]):
                 out = []
                 for full in page:
                     text = _text(full)
-                    if text is None or (self._hide_locks and text.startswith(self.lock_prefix)):
+                    if text is None or self._is_lock_key(text):
                         continue
                     key = text[start:]
                     if key and (check is None or check(key)):
@@ -497,11 +508,9 @@ class RedisStorage(BaseStorage[V]):
     async def compare_and_set(
         self, key: str, value: V, *, expected: V | None, ttl: TTL | None = None
     ) -> bool:
-        if type(key) is not str or not key:
-            bad_key(key)
+        full = self._full(key)
         ttl_ms = self._ttl(ttl)
         data = self._encode_value(key, value)
-        full = self.prefix + key
         try:
             if expected is None:
                 px = () if ttl_ms is None else ("PX", ttl_ms)
@@ -522,13 +531,12 @@ class RedisStorage(BaseStorage[V]):
 
     async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
         self._check_increment(key, amount)
-        if type(key) is not str or not key:
-            bad_key(key)
+        full = self._full(key)
         ttl_ms = self._ttl(ttl)
         try:
             if ttl_ms is None:
-                return int(await self._call("INCRBY", self.prefix + key, amount))
-            total = await self._script(scripts.INCREMENT, [self.prefix + key], amount, ttl_ms)
+                return int(await self._call("INCRBY", full, amount))
+            total = await self._script(scripts.INCREMENT, [full], amount, ttl_ms)
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, key) from exc
         return parse_counter(self, key, total.encode() if isinstance(total, str) else total)
