@@ -21,18 +21,36 @@ from _redis_servers import redis_server_or_skip  # noqa: E402
 from botstate.storages.redis import RedisStorage  # noqa: E402
 
 
+@pytest_asyncio.fixture
+async def lock_prefix(redis_url: str, unique: str) -> AsyncIterator[str]:
+    """This test's own lock prefix; afterwards every key of the test is removed from the server.
+
+    Lock keys live outside a storage's prefix, so ``clear()`` never removes them, and a fencing
+    token counter outlives its lock by an hour: without this the shared database fills up.
+    """
+    yield f"{unique}-lock:"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(match=f"{unique}*", count=1000):
+            await client.unlink(key)
+    finally:
+        await client.aclose()
+
+
 class TestRedisStorage(StorageConformance):
     persistent = True
     native_expiry = True
     distributed_locks = True
 
     @pytest.fixture
-    def storage_factory(self, redis_url: str, unique: str) -> Callable[..., Any]:
-        return lambda **options: RedisStorage(redis_url, prefix=f"{unique}:", **options)
+    def storage_factory(self, redis_url: str, unique: str, lock_prefix: str) -> Callable[..., Any]:
+        return lambda **options: RedisStorage(
+            redis_url, prefix=f"{unique}:", **{"lock_prefix": lock_prefix, **options}
+        )
 
     @pytest.fixture
-    def sibling_storage(self, redis_url: str, unique: str) -> Callable[..., Any]:
-        return lambda: RedisStorage(redis_url, prefix=f"{unique}-sibling:")
+    def sibling_storage(self, redis_url: str, unique: str, lock_prefix: str) -> Callable[..., Any]:
+        return lambda: RedisStorage(redis_url, prefix=f"{unique}-sibling:", lock_prefix=lock_prefix)
 
 
 class TestRedisStorageOnDecodingClient(StorageConformance):
@@ -49,12 +67,14 @@ class TestRedisStorageOnDecodingClient(StorageConformance):
         await client.aclose()
 
     @pytest.fixture
-    def storage_factory(self, client: Any, unique: str) -> Callable[..., Any]:
-        return lambda **options: RedisStorage(client, prefix=f"{unique}:", **options)
+    def storage_factory(self, client: Any, unique: str, lock_prefix: str) -> Callable[..., Any]:
+        return lambda **options: RedisStorage(
+            client, prefix=f"{unique}:", **{"lock_prefix": lock_prefix, **options}
+        )
 
     @pytest.fixture
-    def sibling_storage(self, client: Any, unique: str) -> Callable[..., Any]:
-        return lambda: RedisStorage(client, prefix=f"{unique}-sibling:")
+    def sibling_storage(self, client: Any, unique: str, lock_prefix: str) -> Callable[..., Any]:
+        return lambda: RedisStorage(client, prefix=f"{unique}-sibling:", lock_prefix=lock_prefix)
 
 
 async def collect(iterator: AsyncIterator[Any]) -> list[Any]:
@@ -70,8 +90,8 @@ async def raw(redis_url: str) -> AsyncIterator[Any]:
 
 
 @pytest_asyncio.fixture
-async def storage(redis_url: str, unique: str) -> AsyncIterator[RedisStorage[Any]]:
-    async with RedisStorage(redis_url, prefix=f"{unique}:") as storage:
+async def storage(redis_url: str, unique: str, lock_prefix: str) -> AsyncIterator[RedisStorage[Any]]:
+    async with RedisStorage(redis_url, prefix=f"{unique}:", lock_prefix=lock_prefix) as storage:
         yield storage
         await storage.clear()
 
@@ -100,7 +120,9 @@ async def test_values_are_plain_strings_under_the_prefix(storage: RedisStorage[A
     assert await raw.pttl(f"{storage.prefix}user:1") == -1
 
 
-async def test_glob_characters_in_the_prefix_do_not_widen_it(redis_url: str, unique: str) -> None:
+async def test_glob_characters_in_the_prefix_do_not_widen_it(
+    redis_url: str, unique: str, lock_prefix: str
+) -> None:
     async with (
         RedisStorage(redis_url, prefix=f"{unique}a*[b]:") as tricky,
         RedisStorage(redis_url, prefix=f"{unique}aX[b]:") as other,
@@ -129,10 +151,10 @@ async def test_keys_that_look_like_lock_keys_are_entries(storage: RedisStorage[A
 
 
 async def test_an_empty_prefix_keeps_lock_keys_out_of_the_entries(
-    redis_url: str, unique: str, raw: Any
+    redis_url: str, unique: str, lock_prefix: str, raw: Any
 ) -> None:
     # Database 0 is shared with other tests: only look at our own keys, and never clear().
-    storage: RedisStorage[Any] = RedisStorage(redis_url, prefix="", lock_prefix=f"{unique}-lock:")
+    storage: RedisStorage[Any] = RedisStorage(redis_url, prefix="", lock_prefix=lock_prefix)
     lock_key, token_key = storage._lock_keys("chat:1")
     async with storage, storage.lock("chat:1", lease=5):
         assert await raw.exists(lock_key, token_key) == 2
@@ -164,7 +186,9 @@ async def test_an_empty_prefix_keeps_lock_keys_out_of_the_entries(
         assert await storage.delete(f"{unique}:entry") is True
 
 
-async def test_an_existing_client_is_not_closed_by_stop(redis_url: str, unique: str) -> None:
+async def test_an_existing_client_is_not_closed_by_stop(
+    redis_url: str, unique: str, lock_prefix: str
+) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         # redis-py reconnects silently after aclose(), so a working client proves nothing: the
@@ -180,10 +204,10 @@ async def test_an_existing_client_is_not_closed_by_stop(redis_url: str, unique: 
         await client.aclose()
 
 
-async def test_a_resp3_client_works(redis_url: str, unique: str) -> None:
+async def test_a_resp3_client_works(redis_url: str, unique: str, lock_prefix: str) -> None:
     client = redis.Redis.from_url(redis_url, protocol=3, decode_responses=True)
     try:
-        async with RedisStorage(client, prefix=f"{unique}:") as storage:
+        async with RedisStorage(client, prefix=f"{unique}:", lock_prefix=lock_prefix) as storage:
             await storage.set_many({"a": 1, "b": {"x": [1]}}, ttl=5)
             assert await storage.get_many(["a", "b", "c"]) == [1, {"x": [1]}, None]
             assert sorted(await collect(storage.keys())) == ["a", "b"]
@@ -196,11 +220,12 @@ async def test_a_resp3_client_works(redis_url: str, unique: str) -> None:
         await client.aclose()
 
 
-async def test_open_storage_urls(redis_url: str, unique: str) -> None:
-    url = redis_url.replace("redis://", "valkey://") + f"?prefix={unique}:&default_ttl=60&timeout=2"
-    storage = open_storage(url)
+async def test_open_storage_urls(redis_url: str, unique: str, lock_prefix: str) -> None:
+    query = f"?prefix={unique}:&lock_prefix={lock_prefix}&default_ttl=60&timeout=2"
+    storage = open_storage(redis_url.replace("redis://", "valkey://") + query)
     assert isinstance(storage, RedisStorage)
-    assert (storage.prefix, storage.default_ttl_ms, storage.timeout) == (f"{unique}:", 60_000, 2)
+    assert (storage.prefix, storage.lock_prefix) == (f"{unique}:", lock_prefix)
+    assert (storage.default_ttl_ms, storage.timeout) == (60_000, 2)
     async with storage:
         await storage.set("k", 1)
         assert await storage.get("k") == 1
