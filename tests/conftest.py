@@ -11,23 +11,44 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
 from _services import unavailable
 
 SERVICES = {
-    "redis": ("BOTSTATE_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    "postgres": ("BOTSTATE_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
-    "mysql": ("BOTSTATE_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306/test"),
+    "redis": ("BOTSTATE_REDIS_URL", "redis://127.0.0.1:6379/0", 6379),
+    "postgres": ("BOTSTATE_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test", 5432),
+    "mysql": ("BOTSTATE_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306/test", 3306),
 }
 
 
-def _reachable(url: str) -> bool:
+def _unix_socket(url: str) -> bool:
+    """Whether ``url`` names a unix socket rather than a TCP address.
+
+    ``unix:///run/redis.sock``, ``redis+unix://``, a DSN with ``?host=/run/postgresql`` or
+    ``?unix_socket=...``, a percent-encoded path as host, or PostgreSQL without any host (libpq
+    then uses its default socket).
+    """
+    parts = urlsplit(url)
+    if "unix" in parts.scheme.lower().split("+"):
+        return True
+    query = parse_qs(parts.query)
+    if "unix_socket" in query or any(host.startswith("/") for host in query.get("host", [])):
+        return True
+    host = unquote(parts.netloc.rpartition("@")[2])
+    return host.startswith("/") or (not parts.hostname and parts.scheme.lower().startswith("postgres"))
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    """Whether something listens at ``url``; a unix socket, or a libpq keyword DSN
+    (``host=/run/postgresql dbname=test``), is left for the client to try."""
+    if "://" not in url or _unix_socket(url):
+        return True
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
             return True
     except OSError:
         return False
@@ -35,9 +56,9 @@ def _reachable(url: str) -> bool:
 
 def service_url(name: str) -> str:
     """The URL of a test server, or skip (fail under CI=true) when it is not reachable."""
-    env, default = SERVICES[name]
+    env, default, port = SERVICES[name]
     url = os.environ.get(env, default)
-    if not _reachable(url):
+    if not _reachable(url, port):
         unavailable(f"{name} not reachable at {url} (set {env} to point at one)")
     return url
 
