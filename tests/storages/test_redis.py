@@ -140,6 +140,17 @@ async def test_glob_characters_in_the_prefix_do_not_widen_it(
         await third.clear()
 
 
+async def test_clear_removes_keys_under_the_prefix_that_are_not_utf8(
+    storage: RedisStorage[Any], raw: Any
+) -> None:
+    foreign = storage.prefix.encode() + b"\xff\xfe"  # written by another client; no str names it
+    await raw.set(foreign, b"x")
+    await storage.set("k", 1)
+    assert await collect(storage.keys()) == ["k"]
+    assert await storage.clear() == 2
+    assert await raw.exists(foreign) == 0
+
+
 async def test_keys_that_look_like_lock_keys_are_entries(storage: RedisStorage[Any]) -> None:
     lock_key, token_key = storage._lock_keys("chat:1")
     async with storage.lock("chat:1", lease=5):
@@ -238,9 +249,9 @@ async def test_tls_url_with_redis_py_options(unique: str) -> None:
     server = redis_server_or_skip(tls=True)
     try:
         url = f"{server.url}?ssl_ca_certs={server.certificate}&prefix={unique}:&timeout=5"
-        async with open_storage(url) as storage:
+        async with open_storage(url) as storage, open_storage(url.replace("rediss", "valkeys")) as valkey:
             await storage.set("k", {"over": "tls"})
-            assert await storage.get("k") == {"over": "tls"}
+            assert await valkey.get("k") == {"over": "tls"}
             async with storage.lock("k", lease=5) as held:
                 assert held.token > 0
     finally:

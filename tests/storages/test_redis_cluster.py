@@ -133,3 +133,26 @@ async def test_every_primary_is_scanned_page_by_page(cluster: RedisCluster, uniq
     finally:
         for node in nodes:
             await node.aclose()
+
+
+async def test_valkey_cluster_urls_and_clear_of_keys_that_are_not_utf8(
+    cluster: RedisCluster, unique: str
+) -> None:
+    raw = redis.Redis(port=cluster.nodes[0].port)
+    try:
+        async with open_storage(cluster.url.replace("redis+", "valkey+"), prefix=f"{unique}:") as storage:
+            assert isinstance(storage.client, redis.RedisCluster)
+            await storage.set_many({f"k{i}": i for i in range(30)})
+            # A key on this node's slots, not UTF-8, written by another client.
+            foreign = next(
+                key
+                for i in range(10_000)
+                if storage.client.get_node_from_key(key := f"{unique}:".encode() + b"\xff%d" % i).port
+                == cluster.nodes[0].port
+            )
+            await raw.set(foreign, b"x")
+            assert len([key async for key in storage.keys("*")]) == 30
+            assert await storage.clear() == 31
+            assert await raw.exists(foreign) == 0
+    finally:
+        await raw.aclose()

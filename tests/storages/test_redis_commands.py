@@ -93,7 +93,18 @@ async def test_get_many_and_set_many_are_one_command_each(storage: RedisStorage[
         await raw.config_resetstat()
         await storage.set_many(mapping, ttl=ttl)
         # One command from the client; the server counts the SETs its script runs as well.
-        assert await commands(raw) == ({"mset": 1} if ttl is None else {"eval": 1, "set": ENTRIES})
+        assert await commands(raw) == ({"mset": 1} if ttl is None else {"evalsha": 1, "set": ENTRIES})
     await raw.config_resetstat()
     assert await storage.get_many([*mapping, "missing"]) == [*mapping.values(), None]
     assert await commands(raw) == {"mget": 1}
+
+
+async def test_set_many_with_a_ttl_sends_its_script_in_full_only_when_the_server_lacks_it(
+    storage: RedisStorage[Any], raw: Any
+) -> None:
+    await raw.script_flush()  # as after a restart or a failover
+    await raw.config_resetstat()
+    await storage.set_many({"a": 1, "b": 2}, ttl=60)
+    assert await commands(raw) == {"evalsha": 1, "eval": 1, "set": 2}
+    assert await storage.get_many(["a", "b"]) == [1, 2]
+    assert 0 < await raw.pttl(f"{storage.prefix}a") <= 60_000

@@ -59,6 +59,8 @@ _SCHEMES = {
     "valkeys": ("rediss", False),
     "redis+cluster": ("redis", True),
     "rediss+cluster": ("rediss", True),
+    "valkey+cluster": ("redis", True),
+    "valkeys+cluster": ("rediss", True),
 }
 _URL_OPTIONS = frozenset({"prefix", "lock_prefix", "default_ttl", "sweep_interval", "timeout", "scan_count"})
 """Query options that configure the storage; redis-py gets the rest of the query string."""
@@ -132,11 +134,12 @@ class _ClusterCalls:
 class RedisStorage(BaseStorage[V]):
     """Storage on Redis, Valkey or Redis Cluster.
 
-    ``client_or_url`` is a URL (``redis://``, ``rediss://`` for TLS, ``valkey://``,
-    ``redis+cluster://``, ``rediss+cluster://``) or an existing ``redis.asyncio.Redis`` or
-    ``RedisCluster``, which the storage uses but never closes. ``prefix`` namespaces the entries
-    (``clear`` and ``keys`` never look outside it); lock keys live under ``lock_prefix``, outside
-    the entries. ``timeout`` bounds every round trip and connection attempt, in seconds.
+    ``client_or_url`` is a URL (``redis://``, ``rediss://`` for TLS, ``redis+cluster://``,
+    ``rediss+cluster://``, or the same with ``valkey`` for ``redis``) or an existing
+    ``redis.asyncio.Redis`` or ``RedisCluster``, which the storage uses but never closes.
+    ``prefix`` namespaces the entries (``clear`` and ``keys`` never look outside it); lock keys
+    live under ``lock_prefix``, outside the entries. ``timeout`` bounds every round trip and
+    connection attempt, in seconds.
     """
 
     backend = "redis"
@@ -184,6 +187,8 @@ class RedisStorage(BaseStorage[V]):
             self._call = self._lane.call
         # With an empty prefix, lock keys fall inside the entries' namespace: iteration skips them.
         self._hide_locks = lock_prefix.startswith(prefix)
+        self._lock_prefix_bytes = lock_prefix.encode()
+        self._bare_prefix = (prefix, prefix.encode())
         self._prefix_match = escape(prefix)
 
     # -- construction ---------------------------------------------------------------------------
@@ -291,7 +296,9 @@ class RedisStorage(BaseStorage[V]):
             )
         return full
 
-    def _is_lock_key(self, full: str) -> bool:
+    def _is_lock_key(self, full: bytes | str) -> bool:
+        if isinstance(full, bytes):
+            return self._hide_locks and full.startswith(self._lock_prefix_bytes)
         return self._hide_locks and full.startswith(self.lock_prefix)
 
     async def _get(self, key: str, default: Any = None) -> Any:
@@ -382,7 +389,9 @@ class RedisStorage(BaseStorage[V]):
         if not encoded:
             return
         try:
-            if self._cluster is None:
+            if self._cluster is None and ttl_ms is not None:
+                await self._script(scripts.SET_MANY, list(encoded), ttl_ms, *encoded.values())
+            elif self._cluster is None:
                 await self._call(*self._set_many_command(list(encoded), encoded, ttl_ms))
             else:
                 await self._per_slot(encoded, lambda group: self._set_many_command(group, encoded, ttl_ms))
@@ -393,8 +402,8 @@ class RedisStorage(BaseStorage[V]):
     def _set_many_command(keys: list[str], encoded: dict[str, bytes], ttl_ms: int | None) -> Command:
         if ttl_ms is None:
             return ("MSET", *[part for key in keys for part in (key, encoded[key])])
-        # The script's full text (the server caches it): a cluster pipeline cannot fall back from
-        # EVALSHA on NOSCRIPT, and a few hundred bytes are nothing next to the values.
+        # On a cluster, the script's full text: a pipeline cannot fall back from EVALSHA on
+        # NOSCRIPT, and a few hundred bytes are nothing next to the values.
         return ("EVAL", scripts.SET_MANY.source, len(keys), *keys, ttl_ms, *[encoded[key] for key in keys])
 
     async def health(self) -> bool:
@@ -431,21 +440,25 @@ class RedisStorage(BaseStorage[V]):
             if key and not self._is_lock_key(self.prefix + key) and await self.has(key):
                 yield [(key, self.prefix + key)]
             return
-        match = self._prefix_match + _server_match(pattern)
         check = None if pattern == "*" else compile_glob(pattern).fullmatch
         start = len(self.prefix)
+        async for page in self._entry_pages(_server_match(pattern)):
+            out = []
+            for full in page:
+                text = _text(full)
+                if text is None:  # not UTF-8: no str key names it, only clear() sees it
+                    continue
+                key = text[start:]
+                if check is None or check(key):
+                    out.append((key, full))
+            if out:
+                yield out
+
+    async def _entry_pages(self, match: str) -> AsyncIterator[list[bytes | str]]:
+        """Pages of full keys under this prefix (lock keys left out) matching ``match``."""
         try:
-            async for page in self._scan_pages(match):
-                out = []
-                for full in page:
-                    text = _text(full)
-                    if text is None or self._is_lock_key(text):
-                        continue
-                    key = text[start:]
-                    if key and (check is None or check(key)):
-                        out.append((key, full))
-                if out:
-                    yield out
+            async for page in self._scan_pages(self._prefix_match + match):
+                yield [full for full in page if full not in self._bare_prefix and not self._is_lock_key(full)]
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc) from exc
 
@@ -489,10 +502,15 @@ class RedisStorage(BaseStorage[V]):
                     yield key, self._decode_value(key, data)
 
     async def clear(self) -> int:
-        """Delete every entry under the prefix (``UNLINK`` per scanned page); returns the count."""
+        """Delete every key under the prefix (``UNLINK`` per scanned page); returns the count.
+
+        Keys that are not UTF-8 (written by another client) go too: they are under the prefix,
+        and a cleared namespace must be empty.
+        """
         removed = 0
-        async for page in self._scan("*"):
-            fulls = [full for _, full in page]
+        async for fulls in self._entry_pages("*"):
+            if not fulls:
+                continue
             try:
                 if self._cluster is None:
                     removed += int(await self._call("UNLINK", *fulls))
