@@ -354,6 +354,36 @@ async def test_replies_reach_their_own_callers_while_others_are_cancelled(storag
     assert await storage.get_many([f"c{i}" for i in range(1, 7)]) == [[i, 4] for i in range(1, 7)]
 
 
+async def test_two_storages_on_one_prefix_lose_no_update(
+    redis_url: str, unique: str, lock_prefix: str
+) -> None:
+    # Each storage has its own connection: their commands interleave on the server, not in a lane.
+    def open_one() -> RedisStorage[Any]:
+        return RedisStorage(redis_url, prefix=f"{unique}:", lock_prefix=lock_prefix)
+
+    async def add_one(storage: RedisStorage[Any]) -> int:
+        """Read-modify-write with compare_and_set; returns how many attempts lost a race."""
+        for attempt in range(10_000):
+            current = await storage.get("doc")
+            if await storage.compare_and_set("doc", {"n": current["n"] + 1}, expected=current):
+                return attempt
+        raise AssertionError("compare_and_set never succeeded")
+
+    async def worker(storage: RedisStorage[Any], times: int) -> int:
+        lost = 0
+        for _ in range(times):
+            lost += await add_one(storage)
+            await storage.increment("hits")
+        return lost
+
+    async with open_one() as first, open_one() as second:
+        await first.set("doc", {"n": 0})
+        lost = await asyncio.gather(*(worker(storage, 50) for storage in (first, second) for _ in range(4)))
+        assert await second.get("doc") == {"n": 400}
+        assert await first.get("hits") == 400
+        assert sum(lost) > 0  # the writers did collide, so the count above proves something
+
+
 async def test_unreachable_server_is_storage_unavailable(unused_tcp_port: int) -> None:
     storage: RedisStorage[Any] = RedisStorage(f"redis://127.0.0.1:{unused_tcp_port}/0", timeout=1)
     with pytest.raises(StorageUnavailable) as info:
