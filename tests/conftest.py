@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -82,3 +83,26 @@ def mysql_url() -> str:
 def unique() -> str:
     """A short name unique to this test, for prefixes, tables and databases on shared servers."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def _no_redis_keys_left(request: pytest.FixtureRequest, unique: str) -> Iterator[None]:
+    """After a test that used the shared Redis, remove every key naming its ``unique``.
+
+    Storages' ``clear()`` stays inside their prefix, but lock keys live outside it (``lock_prefix +
+    "{@" + prefix + key + "}"``) and a fencing-token counter outlives its lock by an hour: without
+    this the shared database collects them run after run. ``unique`` is in every key a test
+    writes there (its prefix, its session names), lock keys included.
+    """
+    yield
+    if "redis_url" not in request.fixturenames:
+        return
+    import redis
+
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    try:
+        leftovers = list(client.scan_iter(match=f"*{unique}*", count=1000))
+        for start in range(0, len(leftovers), 500):
+            client.unlink(*leftovers[start : start + 500])
+    finally:
+        client.close()

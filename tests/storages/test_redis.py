@@ -21,20 +21,11 @@ from _redis_servers import redis_server_or_skip  # noqa: E402
 from botstate.storages.redis import RedisStorage  # noqa: E402
 
 
-@pytest_asyncio.fixture
-async def lock_prefix(redis_url: str, unique: str) -> AsyncIterator[str]:
-    """This test's own lock prefix; afterwards every key of the test is removed from the server.
-
-    Lock keys live outside a storage's prefix, so ``clear()`` never removes them, and a fencing
-    token counter outlives its lock by an hour: without this the shared database fills up.
-    """
-    yield f"{unique}-lock:"
-    client = redis.Redis.from_url(redis_url)
-    try:
-        async for key in client.scan_iter(match=f"{unique}*", count=1000):
-            await client.unlink(key)
-    finally:
-        await client.aclose()
+@pytest.fixture
+def lock_prefix(unique: str) -> str:
+    """This test's own lock prefix: the shared database's lock keys are never another test's
+    (tests/conftest.py removes every key naming ``unique`` afterwards)."""
+    return f"{unique}-lock:"
 
 
 class TestRedisStorage(StorageConformance):
