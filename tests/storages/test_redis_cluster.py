@@ -156,3 +156,29 @@ async def test_valkey_cluster_urls_and_clear_of_keys_that_are_not_utf8(
             assert await raw.exists(foreign) == 0
     finally:
         await raw.aclose()
+
+
+async def test_set_many_with_a_ttl_sends_its_script_in_full_only_to_nodes_lacking_it(
+    cluster: RedisCluster, unique: str
+) -> None:
+    nodes = [redis.Redis(port=node.port) for node in cluster.nodes]
+    mapping = {f"ttl:{i}": i for i in range(60)}
+    try:
+        async with RedisStorage(cluster.url, prefix=f"{unique}:") as storage:
+            for node in nodes:
+                await node.script_flush()  # as after a restart or a failover
+            await storage.set_many(mapping, ttl=60)  # NOSCRIPT everywhere: sent again in full
+            assert await storage.get_many(list(mapping)) == list(mapping.values())
+            assert 0 < await storage.client.pttl(f"{storage.prefix}ttl:7") <= 60_000
+            for node in nodes:
+                await node.config_resetstat()
+            await storage.set_many({key: -value for key, value in mapping.items()}, ttl=60)
+            assert await storage.get_many(list(mapping)) == [-value for value in mapping.values()]
+            for node in nodes:
+                stats = await node.info("commandstats")
+                assert "cmdstat_eval" not in stats  # by SHA alone, now that every node knows it
+                assert stats["cmdstat_evalsha"]["calls"] > 0
+            await storage.clear()
+    finally:
+        for node in nodes:
+            await node.aclose()

@@ -367,18 +367,40 @@ class RedisStorage(BaseStorage[V]):
         return [found[key] for key in full_keys]
 
     async def _per_slot(
-        self, full_keys: Iterable[K], command: Callable[[list[K]], Command]
+        self,
+        full_keys: Iterable[K],
+        command: Callable[[list[K]], Command],
+        script: scripts.Script | None = None,
     ) -> list[tuple[list[K], Any]]:
         """Run ``command(keys)`` once per hash slot of a cluster, in one pipeline (one round trip
-        per primary), and pair each group of keys with its reply."""
+        per primary), and pair each group of keys with its reply.
+
+        With ``script``, the commands are its ``EVALSHA``: those a node answers with ``NOSCRIPT``
+        (nothing ran) are sent again in full, so the source crosses the network once per node.
+        """
         cluster = cast(_ClusterCalls, self._cluster)
         slots: dict[int, list[K]] = {}
         for key in full_keys:
             slots.setdefault(cluster.client.keyslot(key), []).append(key)
+        commands = [command(group) for group in slots.values()]
+        replies = await self._pipeline(commands)
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if script is not None and unknown:
+            sent_in_full = await self._pipeline([("EVAL", script.source, *commands[i][2:]) for i in unknown])
+            for i, reply in zip(unknown, sent_in_full, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return list(zip(slots.values(), replies, strict=True))
+
+    async def _pipeline(self, commands: list[Command]) -> list[Any]:
+        """Replies of one cluster pipeline; a command's error is its reply, not raised."""
+        cluster = cast(_ClusterCalls, self._cluster)
         pipe = cluster.client.pipeline(transaction=False)
-        for group in slots.values():
-            pipe.execute_command(*command(group), **{NEVER_DECODE: True})
-        return list(zip(slots.values(), await cluster.run(pipe.execute), strict=True))
+        for args in commands:
+            pipe.execute_command(*args, **{NEVER_DECODE: True})
+        return cast(list[Any], await cluster.run(partial(pipe.execute, raise_on_error=False)))
 
     async def set_many(self, mapping: Mapping[str, V], *, ttl: TTL | None = None) -> None:
         """Write every pair at once: one atomic command (one per hash slot on a cluster)."""
@@ -394,7 +416,8 @@ class RedisStorage(BaseStorage[V]):
             elif self._cluster is None:
                 await self._call(*self._set_many_command(list(encoded), encoded, ttl_ms))
             else:
-                await self._per_slot(encoded, lambda group: self._set_many_command(group, encoded, ttl_ms))
+                command = partial(self._set_many_command, encoded=encoded, ttl_ms=ttl_ms)
+                await self._per_slot(encoded, command, scripts.SET_MANY)
         except _CLIENT_ERRORS as exc:
             raise self._wrap(exc, next(iter(mapping)) if len(mapping) == 1 else None) from exc
 
@@ -402,9 +425,7 @@ class RedisStorage(BaseStorage[V]):
     def _set_many_command(keys: list[str], encoded: dict[str, bytes], ttl_ms: int | None) -> Command:
         if ttl_ms is None:
             return ("MSET", *[part for key in keys for part in (key, encoded[key])])
-        # On a cluster, the script's full text: a pipeline cannot fall back from EVALSHA on
-        # NOSCRIPT, and a few hundred bytes are nothing next to the values.
-        return ("EVAL", scripts.SET_MANY.source, len(keys), *keys, ttl_ms, *[encoded[key] for key in keys])
+        return ("EVALSHA", scripts.SET_MANY.sha, len(keys), *keys, ttl_ms, *[encoded[key] for key in keys])
 
     async def health(self) -> bool:
         """True when the server answers a PING within the timeout; never raises."""
