@@ -185,7 +185,8 @@ class RedisStorage(BaseStorage[V]):
         else:
             self._lane = Lane(self._make_connection, timeout)
             self._call = self._lane.call
-        # With an empty prefix, lock keys fall inside the entries' namespace: iteration skips them.
+        # With an empty prefix, lock keys fall inside the entries' namespace: iteration skips them
+        # and every method refuses them (see _full).
         self._hide_locks = lock_prefix.startswith(prefix)
         self._lock_prefix_bytes = lock_prefix.encode()
         self._bare_prefix = (prefix, prefix.encode())
