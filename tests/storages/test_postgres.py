@@ -75,6 +75,94 @@ def test_an_unsafe_table_name_is_a_config_error(postgres_dsn: str, name: Any) ->
         PostgresStorage(postgres_dsn, table=name)
 
 
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [
+        ("bot_locks", "lock table"),
+        ("bot_lock_token", "lock token sequence"),
+        ("bot_expires", "expiry index"),
+        ("bot_pkey", "primary key index"),
+        ("botstate_meta", "schema versions"),
+    ],
+)
+def test_a_name_another_table_derives_is_refused(postgres_dsn: str, name: str, part: str) -> None:
+    # With "bot" and "bot_locks" both allowed, the second storage's entries would be the first
+    # one's lock rows: its clear() would free locks that are held.
+    with pytest.raises(ConfigError, match=part) as info:
+        PostgresStorage(postgres_dsn, table=name)
+    assert repr(name) in str(info.value)
+
+
+async def _execute(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("relation", "ddl"),
+    [
+        ("{t}", 'CREATE TABLE "{t}" (id int PRIMARY KEY, name text)'),
+        ("{t}", 'CREATE TABLE "{t}" (id bytea, key bytea, value bytea NOT NULL, expires_at timestamptz)'),
+        ("{t}", 'CREATE VIEW "{t}" AS SELECT 1 AS id'),
+        ("{t}_locks", 'CREATE TABLE "{t}_locks" (id bytea PRIMARY KEY, payload text)'),
+        ("{t}_lock_token", 'CREATE TABLE "{t}_lock_token" (n int)'),
+    ],
+    ids=["other-columns", "no-primary-key", "a-view", "other-locks", "token-not-a-sequence"],
+)
+async def test_a_foreign_relation_with_our_name_is_refused_and_left_alone(
+    postgres_dsn: str, unique: str, relation: str, ddl: str
+) -> None:
+    name = relation.format(t=unique)
+    await _execute(postgres_dsn, ddl.format(t=unique))
+    try:
+        with pytest.raises(ConfigError, match=name) as info:
+            await PostgresStorage(postgres_dsn, table=unique).start()
+        assert "another table name" in str(info.value)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:  # nothing was created, recorded or commented on: the DDL was rolled back
+            ours = [unique, f"{unique}_locks", f"{unique}_lock_token"]
+            found = await conn.fetch("SELECT relname FROM pg_class WHERE relname = ANY($1::text[])", ours)
+            assert [row[0] for row in found] == [name]
+            assert (
+                await conn.fetchval("SELECT count(*) FROM botstate_meta WHERE table_name = $1", unique) == 0
+            )
+        finally:
+            await conn.close()
+    finally:
+        await _execute(
+            postgres_dsn,
+            f'DROP VIEW IF EXISTS "{unique}"' if "VIEW" in ddl else "SELECT 1",
+            f'DROP TABLE IF EXISTS "{unique}", "{unique}_locks", "{unique}_lock_token"',
+        )
+
+
+async def test_another_relation_named_like_the_old_expiry_index_does_not_skip_it(
+    postgres_dsn: str, table: str
+) -> None:
+    await _execute(postgres_dsn, f'CREATE TABLE "{table}_expires" (n int)')
+    try:
+        async with PostgresStorage(postgres_dsn, table=table) as storage:
+            await storage.set("k", 1, ttl=60)
+        async with PostgresStorage(postgres_dsn, table=table) as again:  # found, not built twice
+            assert await again.get("k") == 1
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            indexed = await conn.fetchval(
+                "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+                " AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = 'expires_at'",
+                f'"{table}"',
+            )
+            assert indexed == 1
+        finally:
+            await conn.close()
+    finally:
+        await _execute(postgres_dsn, f'DROP TABLE IF EXISTS "{table}_expires"')
+
+
 async def test_schema_version_is_recorded(postgres_dsn: str, table: str) -> None:
     async with PostgresStorage(postgres_dsn, table=table):
         pass
