@@ -234,6 +234,67 @@ async def test_globs_find_long_keys_beside_short_ones(postgres_dsn: str, table: 
         assert sorted([value async for value in storage.values("*")]) == [1, 2, 3, 4]
 
 
+LIKE_KEYS = [
+    "a%c",
+    "a_c",
+    "abc",
+    "aXc",
+    "ABC",
+    "a\\c",
+    "a\\\\c",
+    "100%",
+    "x_y",
+    "ключ",
+    "日本",
+    "é",
+    "e",
+    "🙂",
+    "a🙂c",
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("*%*", ["a%c", "100%"]),
+        ("*\\%", ["100%"]),
+        ("a_c", ["a_c"]),
+        ("*_*", ["a_c", "x_y"]),
+        ("a?c", ["a%c", "a_c", "abc", "aXc", "a\\c", "a🙂c"]),
+        ("a\\\\c", ["a\\c"]),
+        ("a\\\\*", ["a\\c", "a\\\\c"]),
+        ("?", ["é", "e", "🙂"]),
+        ("??", ["日本"]),
+        ("????", ["ключ", "100%", "a\\\\c"]),
+        ("[a]*", ["a%c", "a_c", "abc", "aXc", "a\\c", "a\\\\c", "a🙂c"]),
+        ("a[^b]c", ["a%c", "a_c", "aXc", "a\\c", "a🙂c"]),
+        ("[A-Z]*", ["ABC"]),
+        ("*[лю]ч", ["ключ"]),
+        ("abc", ["abc"]),
+        ("*C", ["ABC"]),
+        ("*c", ["a%c", "a_c", "abc", "aXc", "a\\c", "a\\\\c", "a🙂c"]),
+    ],
+)
+async def test_globs_match_characters_not_bytes_nor_like_wildcards(
+    postgres_dsn: str, table: str, pattern: str, expected: list[str]
+) -> None:
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        await storage.set_many({key: i for i, key in enumerate(LIKE_KEYS)})
+        assert sorted([key async for key in storage.keys(pattern)]) == sorted(expected)
+        assert sorted(key for key, _ in [item async for item in storage.entries(pattern)]) == sorted(expected)
+
+
+async def test_a_glob_without_prefix_finds_long_keys_on_later_pages(postgres_dsn: str, table: str) -> None:
+    long_keys = [f"{i:04}" + "й" * 700 + ":settings" for i in range(3)]
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        await storage.set_many({f"chat:{i:04}:state": i for i in range(1200)})  # past two pages
+        await storage.set_many({f"chat:{i:04}:settings": i for i in range(0, 1200, 100)})
+        await storage.set_many(dict.fromkeys(long_keys, 0))
+        found = sorted([key async for key in storage.keys("*:settings")])
+        assert found == sorted([f"chat:{i:04}:settings" for i in range(0, 1200, 100)] + long_keys)
+        assert len([key async for key in storage.keys("chat:*:state")]) == 1200
+
+
 async def test_a_bad_lock_lease_is_refused(postgres_dsn: str, table: str) -> None:
     storage: PostgresStorage = PostgresStorage(postgres_dsn, table=table)
     for lease in (0, -1, float("inf")):

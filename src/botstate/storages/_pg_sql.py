@@ -159,8 +159,12 @@ class Statements:
         self.touch = f"UPDATE {t} SET expires_at = {_EXPIRES.format('$2::int8')} {live_id} RETURNING true"
         # Keyset pagination over the primary key: no cursor, so no connection is held between pages
         # and an abandoned iterator costs nothing. $1 is the inclusive lower bound, $2 the exclusive
-        # upper one (NULL: none).
-        page = f"FROM {t} WHERE id >= $1 AND ($2::bytea IS NULL OR id < $2) AND {_LIVE} ORDER BY id LIMIT $3"
+        # upper one (NULL: none), $4 a byte LIKE pattern the whole key must match (filtered by the
+        # server, so a pattern without a literal prefix does not send every row to the client).
+        page = (
+            f"FROM {t} WHERE id >= $1 AND ($2::bytea IS NULL OR id < $2) AND {_LIVE}"
+            " AND coalesce(key, id) LIKE $4::bytea ORDER BY id LIMIT $3"
+        )
         self.scan_keys = f"SELECT id, key {page}"
         self.scan_entries = f"SELECT id, key, value {page}"
         self.clear = (

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
+from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound, to_byte_like
 from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError
@@ -478,9 +478,10 @@ class PostgresStorage(BaseStorage[V]):
         """Matching unexpired rows, page by page.
 
         Short keys are their own index entries, so the pattern's literal prefix becomes a byte range
-        of the primary key; long keys (digests, all from ``0xFF`` on) are read and filtered
-        separately. Every candidate is re-checked with the exact, case-sensitive glob in Python, so
-        ``%``, ``_`` or a bracket in a key never matches wrongly.
+        of the primary key; long keys (digests, all from ``0xFF`` on) are a second range. The server
+        filters both with a byte ``LIKE`` (case-sensitive, ``%``/``_``/``\\`` in keys escaped),
+        which is exact for ``*`` and a superset for ``?`` and sets (one character is one to four
+        bytes): every candidate is re-checked with the exact glob in Python.
         """
         if not isinstance(pattern, str):
             raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
@@ -492,6 +493,7 @@ class PostgresStorage(BaseStorage[V]):
                     yield key, data
             return
         match = compile_glob(pattern).fullmatch
+        like = _raw_key(to_byte_like(pattern))
         prefix = literal_prefix(pattern)
         raw = _raw_key(prefix)
         ranges: list[tuple[bytes, bytes | None]] = []
@@ -502,7 +504,7 @@ class PostgresStorage(BaseStorage[V]):
         sql = self._sql.scan_entries if with_values else self._sql.scan_keys
         for low, high in ranges:
             while True:
-                rows = await self._run("fetch", sql, low, high, _PAGE, retry=True)
+                rows = await self._run("fetch", sql, low, high, _PAGE, like, retry=True)
                 for row in rows:
                     key = key_text(row[0], row[1])
                     if match(key):
