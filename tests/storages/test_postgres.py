@@ -384,3 +384,28 @@ async def test_a_corrupt_value_fails_only_its_own_caller_among_concurrent_gets(
         assert isinstance(results[15], CorruptValueError)
         assert results[15].key == "bad"
         assert results[:15] + results[16:] == list(range(30))
+
+
+async def test_lock_rows_do_not_pile_up(postgres_dsn: str, table: str) -> None:
+    """A released lock leaves no row; an abandoned one stays until its key is locked again or
+    sweep() runs after its lease. Tokens keep growing either way (they come from a sequence)."""
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        tokens = []
+        for i in range(60):
+            async with storage.lock(f"chat:{i}", lease=5) as held:
+                tokens.append(held.token)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            count = f'SELECT count(*) FROM "{table}_locks"'
+            assert await conn.fetchval(count) == 0
+            abandoned = storage.lock("crashed", lease=5)
+            await abandoned.__aenter__()  # a holder that dies without releasing
+            assert await conn.fetchval(count) == 1
+            await conn.execute(f"UPDATE \"{table}_locks\" SET expires_at = now() - interval '1 hour'")
+            await storage.sweep()
+            assert await conn.fetchval(count) == 0
+        finally:
+            await conn.close()
+        async with storage.lock("crashed", lease=5) as again:
+            assert again.token > abandoned.token > max(tokens)
+            assert tokens == sorted(set(tokens))
