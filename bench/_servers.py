@@ -240,6 +240,8 @@ async def _drop_tables(dsn: str, prefix: str) -> None:
         )
         for row in rows:
             await conn.execute(f'DROP TABLE IF EXISTS "{row["tablename"]}" CASCADE')
+        if await conn.fetchval("SELECT to_regclass('botstate_meta')") is not None:
+            await conn.execute("DELETE FROM botstate_meta WHERE starts_with(table_name, $1)", prefix)
     finally:
         await conn.close()
 
