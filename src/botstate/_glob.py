@@ -3,7 +3,8 @@
 Supported: ``*`` (any run), ``?`` (one character), ``[abc]``, ``[a-z]``, ``[^a]``/``[!a]`` and ``\\``
 escaping the next character. Matching is always case-sensitive. Backends use :func:`compile_glob`
 to filter in Python, :func:`literal_prefix` to narrow a range scan, :func:`escape` to embed a
-literal (a key prefix) in a pattern, and :func:`to_like` for SQL ``LIKE`` with an explicit escape.
+literal (a key prefix) in a pattern, :func:`to_like` for SQL ``LIKE`` with an explicit escape, and
+:func:`to_byte_like` for a ``LIKE`` prefilter on UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -153,4 +154,23 @@ def to_like(pattern: str, escape_char: str = "\\") -> str:
             out.append("_")
         else:
             raise ValueError("character sets have no LIKE form")
+    return "".join(out)
+
+
+def to_byte_like(pattern: str) -> str:
+    """A SQL ``LIKE`` pattern (escape ``\\``) that every key matching ``pattern`` satisfies when both
+    are compared as UTF-8 bytes (``bytea LIKE``), for a database to narrow a scan.
+
+    ``*`` and literals translate exactly: UTF-8 is self-synchronising, so literal bytes only ever
+    match whole characters. ``?`` and sets become ``_%`` (one character is one to four bytes), a
+    superset: callers re-check candidates with :func:`compile_glob`.
+    """
+    out = []
+    for kind, text in _tokens(pattern):
+        if kind == "lit":
+            out.append("\\" + text if text in ("%", "_", "\\") else text)
+        elif kind == "any":
+            out.append("%")
+        else:
+            out.append("_%")
     return "".join(out)

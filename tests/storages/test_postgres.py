@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -51,6 +52,27 @@ class TestPostgresStorage(StorageConformance):
         return lambda: PostgresStorage(postgres_dsn, table=f"{table}_sibling")
 
 
+class TestPostgresStorageQuotedTable(TestPostgresStorage):
+    """The suite again on a table whose name needs quoting (upper case, a dash): every statement
+    (delete, clear, scans, locks, sweeps) must quote it, or it fails or acts on another table."""
+
+    @pytest_asyncio.fixture
+    async def table(self, postgres_dsn: str, unique: str) -> AsyncIterator[str]:
+        name = f"Bot-{unique.upper()}"
+        yield name
+        await drop_tables(postgres_dsn, name, f"{name}_sibling")
+
+
+# Tests of argument checks and client-side behaviour send no statement the plain class has not
+# sent already: skipped here to keep the suite short.
+_CLIENT_SIDE = re.compile(
+    r"unencodable|non_positive|wrong_type|bad_ttl|millisecond|timedelta|health|lifecycle"
+)
+for _name in dir(TestPostgresStorageQuotedTable):
+    if _name.startswith("test_") and _CLIENT_SIDE.search(_name):
+        setattr(TestPostgresStorageQuotedTable, _name, None)
+
+
 async def test_a_table_name_that_needs_quotes_works(postgres_dsn: str, unique: str) -> None:
     name = f"Bot-State-{unique}"
     try:
@@ -73,6 +95,94 @@ async def test_a_table_name_that_needs_quotes_works(postgres_dsn: str, unique: s
 def test_an_unsafe_table_name_is_a_config_error(postgres_dsn: str, name: Any) -> None:
     with pytest.raises(ConfigError):
         PostgresStorage(postgres_dsn, table=name)
+
+
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [
+        ("bot_locks", "lock table"),
+        ("bot_lock_token", "lock token sequence"),
+        ("bot_expires", "expiry index"),
+        ("bot_pkey", "primary key index"),
+        ("botstate_meta", "schema versions"),
+    ],
+)
+def test_a_name_another_table_derives_is_refused(postgres_dsn: str, name: str, part: str) -> None:
+    # With "bot" and "bot_locks" both allowed, the second storage's entries would be the first
+    # one's lock rows: its clear() would free locks that are held.
+    with pytest.raises(ConfigError, match=part) as info:
+        PostgresStorage(postgres_dsn, table=name)
+    assert repr(name) in str(info.value)
+
+
+async def _execute(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("relation", "ddl"),
+    [
+        ("{t}", 'CREATE TABLE "{t}" (id int PRIMARY KEY, name text)'),
+        ("{t}", 'CREATE TABLE "{t}" (id bytea, key bytea, value bytea NOT NULL, expires_at timestamptz)'),
+        ("{t}", 'CREATE VIEW "{t}" AS SELECT 1 AS id'),
+        ("{t}_locks", 'CREATE TABLE "{t}_locks" (id bytea PRIMARY KEY, payload text)'),
+        ("{t}_lock_token", 'CREATE TABLE "{t}_lock_token" (n int)'),
+    ],
+    ids=["other-columns", "no-primary-key", "a-view", "other-locks", "token-not-a-sequence"],
+)
+async def test_a_foreign_relation_with_our_name_is_refused_and_left_alone(
+    postgres_dsn: str, unique: str, relation: str, ddl: str
+) -> None:
+    name = relation.format(t=unique)
+    await _execute(postgres_dsn, ddl.format(t=unique))
+    try:
+        with pytest.raises(ConfigError, match=name) as info:
+            await PostgresStorage(postgres_dsn, table=unique).start()
+        assert "another table name" in str(info.value)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:  # nothing was created, recorded or commented on: the DDL was rolled back
+            ours = [unique, f"{unique}_locks", f"{unique}_lock_token"]
+            found = await conn.fetch("SELECT relname FROM pg_class WHERE relname = ANY($1::text[])", ours)
+            assert [row[0] for row in found] == [name]
+            assert (
+                await conn.fetchval("SELECT count(*) FROM botstate_meta WHERE table_name = $1", unique) == 0
+            )
+        finally:
+            await conn.close()
+    finally:
+        await _execute(
+            postgres_dsn,
+            f'DROP VIEW IF EXISTS "{unique}"' if "VIEW" in ddl else "SELECT 1",
+            f'DROP TABLE IF EXISTS "{unique}", "{unique}_locks", "{unique}_lock_token"',
+        )
+
+
+async def test_another_relation_named_like_the_old_expiry_index_does_not_skip_it(
+    postgres_dsn: str, table: str
+) -> None:
+    await _execute(postgres_dsn, f'CREATE TABLE "{table}_expires" (n int)')
+    try:
+        async with PostgresStorage(postgres_dsn, table=table) as storage:
+            await storage.set("k", 1, ttl=60)
+        async with PostgresStorage(postgres_dsn, table=table) as again:  # found, not built twice
+            assert await again.get("k") == 1
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            indexed = await conn.fetchval(
+                "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+                " AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = 'expires_at'",
+                f'"{table}"',
+            )
+            assert indexed == 1
+        finally:
+            await conn.close()
+    finally:
+        await _execute(postgres_dsn, f'DROP TABLE IF EXISTS "{table}_expires"')
 
 
 async def test_schema_version_is_recorded(postgres_dsn: str, table: str) -> None:
@@ -146,6 +256,67 @@ async def test_globs_find_long_keys_beside_short_ones(postgres_dsn: str, table: 
         assert sorted([value async for value in storage.values("*")]) == [1, 2, 3, 4]
 
 
+LIKE_KEYS = [
+    "a%c",
+    "a_c",
+    "abc",
+    "aXc",
+    "ABC",
+    "a\\c",
+    "a\\\\c",
+    "100%",
+    "x_y",
+    "ключ",
+    "日本",
+    "é",
+    "e",
+    "🙂",
+    "a🙂c",
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("*%*", ["a%c", "100%"]),
+        ("*\\%", ["100%"]),
+        ("a_c", ["a_c"]),
+        ("*_*", ["a_c", "x_y"]),
+        ("a?c", ["a%c", "a_c", "abc", "aXc", "a\\c", "a🙂c"]),
+        ("a\\\\c", ["a\\c"]),
+        ("a\\\\*", ["a\\c", "a\\\\c"]),
+        ("?", ["é", "e", "🙂"]),
+        ("??", ["日本"]),
+        ("????", ["ключ", "100%", "a\\\\c"]),
+        ("[a]*", ["a%c", "a_c", "abc", "aXc", "a\\c", "a\\\\c", "a🙂c"]),
+        ("a[^b]c", ["a%c", "a_c", "aXc", "a\\c", "a🙂c"]),
+        ("[A-Z]*", ["ABC"]),
+        ("*[лю]ч", ["ключ"]),
+        ("abc", ["abc"]),
+        ("*C", ["ABC"]),
+        ("*c", ["a%c", "a_c", "abc", "aXc", "a\\c", "a\\\\c", "a🙂c"]),
+    ],
+)
+async def test_globs_match_characters_not_bytes_nor_like_wildcards(
+    postgres_dsn: str, table: str, pattern: str, expected: list[str]
+) -> None:
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        await storage.set_many({key: i for i, key in enumerate(LIKE_KEYS)})
+        assert sorted([key async for key in storage.keys(pattern)]) == sorted(expected)
+        assert sorted(key for key, _ in [item async for item in storage.entries(pattern)]) == sorted(expected)
+
+
+async def test_a_glob_without_prefix_finds_long_keys_on_later_pages(postgres_dsn: str, table: str) -> None:
+    long_keys = [f"{i:04}" + "й" * 700 + ":settings" for i in range(3)]
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        await storage.set_many({f"chat:{i:04}:state": i for i in range(1200)})  # past two pages
+        await storage.set_many({f"chat:{i:04}:settings": i for i in range(0, 1200, 100)})
+        await storage.set_many(dict.fromkeys(long_keys, 0))
+        found = sorted([key async for key in storage.keys("*:settings")])
+        assert found == sorted([f"chat:{i:04}:settings" for i in range(0, 1200, 100)] + long_keys)
+        assert len([key async for key in storage.keys("chat:*:state")]) == 1200
+
+
 async def test_a_bad_lock_lease_is_refused(postgres_dsn: str, table: str) -> None:
     storage: PostgresStorage = PostgresStorage(postgres_dsn, table=table)
     for lease in (0, -1, float("inf")):
@@ -213,3 +384,28 @@ async def test_a_corrupt_value_fails_only_its_own_caller_among_concurrent_gets(
         assert isinstance(results[15], CorruptValueError)
         assert results[15].key == "bad"
         assert results[:15] + results[16:] == list(range(30))
+
+
+async def test_lock_rows_do_not_pile_up(postgres_dsn: str, table: str) -> None:
+    """A released lock leaves no row; an abandoned one stays until its key is locked again or
+    sweep() runs after its lease. Tokens keep growing either way (they come from a sequence)."""
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        tokens = []
+        for i in range(60):
+            async with storage.lock(f"chat:{i}", lease=5) as held:
+                tokens.append(held.token)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            count = f'SELECT count(*) FROM "{table}_locks"'
+            assert await conn.fetchval(count) == 0
+            abandoned = storage.lock("crashed", lease=5)
+            await abandoned.__aenter__()  # a holder that dies without releasing
+            assert await conn.fetchval(count) == 1
+            await conn.execute(f"UPDATE \"{table}_locks\" SET expires_at = now() - interval '1 hour'")
+            await storage.sweep()
+            assert await conn.fetchval(count) == 0
+        finally:
+            await conn.close()
+        async with storage.lock("crashed", lease=5) as again:
+            assert again.token > abandoned.token > max(tokens)
+            assert tokens == sorted(set(tokens))

@@ -6,7 +6,8 @@ Runs against a throwaway server (``tests/_pg_server.py``), never the shared one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -14,9 +15,10 @@ import pytest_asyncio
 from _pg_server import PgServer, pg_server_or_skip
 from _services import require_module
 from botstate import StorageUnavailable
-from botstate.storages.postgres import PostgresStorage
 
 asyncpg = require_module("asyncpg")
+
+from botstate.storages.postgres import PostgresStorage  # noqa: E402
 
 APP = "botstate-under-test"
 """The application_name of the storage's connections, so the tests can find and kill them."""
@@ -100,6 +102,69 @@ async def test_an_interrupted_set_many_is_not_half_applied(
         assert [key async for key in storage.keys("*")] == ["k:0500"]
     finally:
         await admin.close()
+
+
+# A non-idempotent write, as (value before, the call, what it returns, value after): it must be
+# applied exactly once or not at all, whatever happens to its connection.
+WRITES: dict[str, tuple[Any, Callable[[PostgresStorage], Awaitable[Any]], Any, Any]] = {
+    "increment": (5, lambda storage: storage.increment("k", 10), 15, 15),
+    "compare_and_set": (
+        {"n": 1},
+        lambda storage: storage.compare_and_set("k", {"n": 2}, expected={"n": 1}),
+        True,
+        {"n": 2},
+    ),
+    "delete": ("here", lambda storage: storage.delete("k"), True, None),
+}
+
+
+async def _kill_while_waiting(server: PgServer, storage: PostgresStorage, call: Any) -> Any:
+    """Start ``call`` while another transaction holds the row, kill its connection once it waits for
+    the row lock, then let the row go: a call retried after the kill would now get through."""
+    admin = await asyncpg.connect(server.dsn)
+    try:
+        async with admin.transaction():
+            await admin.execute(f'SELECT 1 FROM "{storage.table}" WHERE id = $1 FOR UPDATE', b"k")
+            task = asyncio.ensure_future(call(storage))
+            killed = 0
+            for _ in range(400):
+                killed = await terminate_backends(server.dsn, "wait_event_type = 'Lock'")
+                if killed or task.done():
+                    break
+                await asyncio.sleep(0.025)
+            assert killed == 1
+    finally:
+        await admin.close()
+    (outcome,) = await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 15)
+    return outcome
+
+
+async def _kill_while_idle(server: PgServer, storage: PostgresStorage, call: Any) -> Any:
+    """Kill every pooled connection just before the call: the pool may or may not have noticed."""
+    assert await terminate_backends(server.dsn) >= 1
+    (outcome,) = await asyncio.wait_for(asyncio.gather(call(storage), return_exceptions=True), 15)
+    return outcome
+
+
+@pytest.mark.parametrize("when", [_kill_while_waiting, _kill_while_idle], ids=["mid-statement", "idle"])
+@pytest.mark.parametrize("write", list(WRITES))
+async def test_a_write_on_a_killed_connection_is_applied_once_or_not_at_all(
+    server: PgServer, storage: PostgresStorage, write: str, when: Any
+) -> None:
+    before, call, returns, after = WRITES[write]
+    await storage.set("k", before)
+    outcome = await when(server, storage, call)
+    if isinstance(outcome, BaseException):
+        assert isinstance(outcome, StorageUnavailable), outcome
+        assert outcome.key == "k"
+        assert await storage.get("k") == before  # not applied
+    else:
+        assert outcome == returns
+        assert await storage.get("k") == after  # applied once: an increment by 10 is 15, never 25
+    # The same storage object works again.
+    await storage.set("k", before)
+    assert await call(storage) == returns
+    assert await storage.get("k") == after
 
 
 async def test_a_stopped_server_is_unavailable_and_a_restart_recovers(

@@ -8,12 +8,19 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from _pg_server import PgServer, pg_server_or_skip
+from _services import require_module
 from botstate import ConfigError, LockError, StorageError, StorageUnavailable, open_storage
-from botstate.storages.sqlalchemy import SQLAlchemyStorage
 from botstate.testing import StorageConformance
+
+# The module's tests run every dialect (MariaDB, PostgreSQL, SQLite), so each async driver is needed.
+for _module in ("sqlalchemy", "aiomysql", "asyncpg", "aiosqlite"):
+    require_module(_module)
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
+
+from botstate.storages.sqlalchemy import SQLAlchemyStorage  # noqa: E402
 
 
 async def _drop_tables(engine: AsyncEngine, *tables: str) -> None:

@@ -19,7 +19,15 @@ import re
 
 from ..errors import ConfigError
 
-__all__ = ["INLINE_KEY_BYTES", "LONG_KEY_MARK", "SCHEMA_VERSION", "Statements", "key_id", "key_text"]
+__all__ = [
+    "INLINE_KEY_BYTES",
+    "LAYOUT_QUERY",
+    "LONG_KEY_MARK",
+    "SCHEMA_VERSION",
+    "Statements",
+    "key_id",
+    "key_text",
+]
 
 SCHEMA_VERSION = 1
 """Bumped by every release that changes the layout; ``botstate_meta`` records it per table."""
@@ -35,6 +43,13 @@ _LIVE = "(expires_at IS NULL OR expires_at > now())"
 _EXPIRES = "now() + {} * interval '1 millisecond'"
 
 META_TABLE = "botstate_meta"
+_DERIVED = {
+    "_locks": "lock table",
+    "_lock_token": "lock token sequence",
+    "_expires": "expiry index (named so by earlier releases)",
+    "_pkey": "primary key index",
+}
+"""Suffixes of the relations named after a table: a table so named would be another table's part."""
 SCHEMA_LOCK = 0x626F7473  # "bots": the advisory lock serialising schema changes in a database
 
 
@@ -60,26 +75,69 @@ def quote_table(table: str) -> str:
     return f'"{table}"'
 
 
+def check_table_name(table: str) -> str:
+    """Refuse a name that is a derived name of another table, so no two storages share a relation.
+
+    With ``x`` and ``x_locks`` both in use, the second storage's entries would be the first one's
+    locks: its ``clear()`` would delete held locks.
+    """
+    quote_table(table)
+    if table == META_TABLE:
+        raise ConfigError(f"invalid table name {table!r}: PostgresStorage keeps its schema versions there")
+    for suffix, part in _DERIVED.items():
+        if table.endswith(suffix):
+            raise ConfigError(
+                f"invalid table name {table!r}: a name ending in {suffix!r} is the {part} of table"
+                f" {table.removesuffix(suffix)!r}; choose a name without that ending"
+            )
+    return table
+
+
+LAYOUT_QUERY = (
+    "SELECT c.relkind::text,"
+    " (SELECT array_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ORDER BY a.attname)"
+    "  FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),"
+    " (SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_index i JOIN pg_attribute a"
+    "  ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = c.oid AND i.indisprimary),"
+    " EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+    "  AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND a.attname = 'expires_at')"
+    " FROM unnest($1::text[]) WITH ORDINALITY AS u(name, n)"
+    " LEFT JOIN pg_class c ON c.oid = to_regclass(u.name)"
+    " ORDER BY u.n"
+)
+"""Per quoted relation name: its kind, sorted ``column type`` list, primary-key columns and whether an
+index starts with ``expires_at``; all NULL when there is no such relation."""
+
+_TZ = "timestamp with time zone"
+
+
 class Statements:
     """Every SQL statement for one table, as constants asyncpg prepares and caches per connection."""
 
     def __init__(self, table: str) -> None:
-        t = quote_table(table)
+        t = quote_table(check_table_name(table))
         locks = quote_table(f"{table}_locks")
         seq = quote_table(f"{table}_lock_token")
         self.table = table
-        self.tables = (t, locks)
-        """Both tables' quoted names: ``to_regclass`` of each tells whether the schema exists."""
+        self.relations = [t, locks, seq]
+        """Quoted names of what the storage owns, in the order of :attr:`layout`."""
+        self.layout: list[tuple[str, list[str] | None]] = [
+            ("r", [f"expires_at {_TZ}", "id bytea", "key bytea", "value bytea"]),
+            ("r", [f"expires_at {_TZ}", "id bytea", "token bigint"]),
+            ("S", None),
+        ]
+        """Expected kind and sorted ``column type`` list of each relation (its primary key is ``id``)."""
         self.schema = [
             f"CREATE TABLE IF NOT EXISTS {t} (id bytea PRIMARY KEY, key bytea,"
             " value bytea NOT NULL, expires_at timestamptz)",
-            f"CREATE INDEX IF NOT EXISTS {quote_table(table + '_expires')} ON {t} (expires_at)"
-            " WHERE expires_at IS NOT NULL",
             f"CREATE TABLE IF NOT EXISTS {locks} (id bytea PRIMARY KEY, token bigint NOT NULL,"
             " expires_at timestamptz NOT NULL)",
             f"CREATE SEQUENCE IF NOT EXISTS {seq} OWNED BY {locks}.token",  # dropped with the locks
             f"COMMENT ON TABLE {t} IS 'botstate storage, schema version {SCHEMA_VERSION}'",
         ]
+        # Unnamed: PostgreSQL picks a free name, so no other relation can make it skip the index.
+        # It is created only when the table has no index on expires_at (checked in the catalogue).
+        self.expiry_index = f"CREATE INDEX ON {t} (expires_at) WHERE expires_at IS NOT NULL"
         upsert = " ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"
         live_id = f"WHERE id = $1 AND {_LIVE}"
 
@@ -101,8 +159,12 @@ class Statements:
         self.touch = f"UPDATE {t} SET expires_at = {_EXPIRES.format('$2::int8')} {live_id} RETURNING true"
         # Keyset pagination over the primary key: no cursor, so no connection is held between pages
         # and an abandoned iterator costs nothing. $1 is the inclusive lower bound, $2 the exclusive
-        # upper one (NULL: none).
-        page = f"FROM {t} WHERE id >= $1 AND ($2::bytea IS NULL OR id < $2) AND {_LIVE} ORDER BY id LIMIT $3"
+        # upper one (NULL: none), $4 a byte LIKE pattern the whole key must match (filtered by the
+        # server, so a pattern without a literal prefix does not send every row to the client).
+        page = (
+            f"FROM {t} WHERE id >= $1 AND ($2::bytea IS NULL OR id < $2) AND {_LIVE}"
+            " AND coalesce(key, id) LIKE $4::bytea ORDER BY id LIMIT $3"
+        )
         self.scan_keys = f"SELECT id, key {page}"
         self.scan_entries = f"SELECT id, key, value {page}"
         self.clear = (

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
+from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound, to_byte_like
 from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError
@@ -27,6 +27,7 @@ from ._lease import BUSY, Busy, LeaseLock
 from ._pg_lane import Lane
 from ._pg_sql import (
     INLINE_KEY_BYTES,
+    LAYOUT_QUERY,
     LONG_KEY_MARK,
     META_TABLE,
     SCHEMA_LOCK,
@@ -246,13 +247,14 @@ class PostgresStorage(BaseStorage[V]):
                     f"table {self.table!r} has schema version {version}, newer than this botstate's"
                     f" ({SCHEMA_VERSION}): upgrade botstate"
                 )
-            if version == SCHEMA_VERSION and await conn.fetchval(
-                "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL", *self._sql.tables
-            ):
+            existing, indexed = await self._layout(conn)
+            if version == SCHEMA_VERSION and existing and indexed:
                 return  # no DDL when nothing is missing: CREATE INDEX would lock out writers meanwhile
             # A new table (or one dropped by hand since): no older layout exists yet to migrate from.
             for statement in self._sql.schema:
                 await conn.execute(statement)
+            if not indexed:
+                await conn.execute(self._sql.expiry_index)
             await conn.execute(
                 f"INSERT INTO {META_TABLE} (table_name, schema_version) VALUES ($1, $2)"
                 " ON CONFLICT (table_name) DO UPDATE SET schema_version = EXCLUDED.schema_version,"
@@ -260,6 +262,28 @@ class PostgresStorage(BaseStorage[V]):
                 self.table,
                 SCHEMA_VERSION,
             )
+
+    async def _layout(self, conn: asyncpg.Connection) -> tuple[bool, bool]:
+        """Whether the tables and sequence all exist, and whether the expiry index does.
+
+        ``CREATE ... IF NOT EXISTS`` silently keeps whatever already has the name, so a relation of
+        that name with another layout (another program's table, a view) is refused here rather than
+        written to.
+        """
+        rows = await conn.fetch(LAYOUT_QUERY, self._sql.relations)
+        existing = True
+        for name, (kind, columns), row in zip(self._sql.relations, self._sql.layout, rows, strict=True):
+            if row[0] is None:
+                existing = False
+                continue
+            found = (row[0], row[1] and sorted(row[1]), row[2] and list(row[2]))
+            if found[0] != kind or (columns is not None and found[1:] != (columns, ["id"])):
+                raise ConfigError(
+                    f"{name} exists but is not what PostgresStorage(table={self.table!r}) creates"
+                    f" (kind {row[0]!r}, columns {found[1]}, primary key {found[2]}): it belongs to"
+                    " something else, so choose another table name"
+                )
+        return existing, bool(rows[0][3])  # [3]: whether the entries table has its expiry index
 
     async def _close(self) -> None:
         pool, self._pool = self._pool, None
@@ -454,9 +478,10 @@ class PostgresStorage(BaseStorage[V]):
         """Matching unexpired rows, page by page.
 
         Short keys are their own index entries, so the pattern's literal prefix becomes a byte range
-        of the primary key; long keys (digests, all from ``0xFF`` on) are read and filtered
-        separately. Every candidate is re-checked with the exact, case-sensitive glob in Python, so
-        ``%``, ``_`` or a bracket in a key never matches wrongly.
+        of the primary key; long keys (digests, all from ``0xFF`` on) are a second range. The server
+        filters both with a byte ``LIKE`` (case-sensitive, ``%``/``_``/``\\`` in keys escaped),
+        which is exact for ``*`` and a superset for ``?`` and sets (one character is one to four
+        bytes): every candidate is re-checked with the exact glob in Python.
         """
         if not isinstance(pattern, str):
             raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
@@ -468,6 +493,7 @@ class PostgresStorage(BaseStorage[V]):
                     yield key, data
             return
         match = compile_glob(pattern).fullmatch
+        like = _raw_key(to_byte_like(pattern))
         prefix = literal_prefix(pattern)
         raw = _raw_key(prefix)
         ranges: list[tuple[bytes, bytes | None]] = []
@@ -478,7 +504,7 @@ class PostgresStorage(BaseStorage[V]):
         sql = self._sql.scan_entries if with_values else self._sql.scan_keys
         for low, high in ranges:
             while True:
-                rows = await self._run("fetch", sql, low, high, _PAGE, retry=True)
+                rows = await self._run("fetch", sql, low, high, _PAGE, like, retry=True)
                 for row in rows:
                     key = key_text(row[0], row[1])
                     if match(key):
