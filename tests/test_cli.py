@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -54,12 +55,49 @@ def test_demo_state_survives_a_second_run(tmp_path: Path) -> None:
     assert "no earlier run found" in reset.stdout
 
 
+def table_rows(text: str) -> list[tuple[int, ...]]:
+    """The per-chat table: ``(chat, earlier, sent, expected, stored)`` for each row."""
+    table = text.split("per chat", 1)[1].split("checks:", 1)[0]
+    return [
+        tuple(int(n.replace(",", "")) for n in row.split()[:5])
+        for row in table.splitlines()[2:]
+        if row.strip()
+    ]
+
+
+def test_demo_shows_expected_and_stored_counters_per_chat(tmp_path: Path) -> None:
+    demo(tmp_path, *SMALL)
+    second = demo(tmp_path, *SMALL)
+    rows = table_rows(second.stdout)
+    assert 1 <= len(rows) <= 5
+    for chat, earlier, sent, expected, stored in rows:
+        assert earlier + sent == expected == stored, (chat, second.stdout)
+        assert earlier > 0  # the first run's count, carried over
+    sent_counts = [row[2] for row in rows]
+    assert sent_counts == sorted(sent_counts, reverse=True)  # the busiest chats of this run
+
+
 def test_demo_exits_non_zero_when_a_check_fails(tmp_path: Path) -> None:
     # Without isolation, concurrent updates of one chat overwrite each other: the counters miss some.
     failed = demo(tmp_path, "--updates", "200", "--chats", "1", "--concurrency", "16", "--isolation", "none")
     assert failed.returncode == 1
     assert "FAIL" in failed.stdout
     assert "checks FAILED" in failed.stdout
+    [(_, earlier, sent, expected, stored)] = table_rows(failed.stdout)
+    assert stored < expected == earlier + sent
+    assert "lost updates" in failed.stdout
+
+
+def test_the_console_script_entry_point_runs_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What the installed `botstate` command calls, found the way the launcher finds it.
+    [script] = entry_points(group="console_scripts", name="botstate")
+    entry = script.load()
+    monkeypatch.chdir(tmp_path)
+    assert entry(["demo", "--updates", "50", "--chats", "3", "--seed", "1"]) == 0
+    assert "state saved (1 run(s) so far)" in capsys.readouterr().out
+    assert (tmp_path / "botstate-demo.db").exists()
 
 
 def test_progress_bar_goes_to_stderr_when_asked(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from botstate import MemoryStorage
 from botstate.errors import CorruptValueError
 from botstate.fsm import StateContext
 from botstate.wrappers import namespace
-from wrappers.wrapper_backends import Minimal, any_storage
+from wrappers.wrapper_backends import Minimal, Yielding, any_storage
 
 __all__ = ["any_storage"]  # the fixture, imported for pytest
 
@@ -31,8 +31,9 @@ async def test_state_and_data_round_trip(any_storage: Any) -> None:
 async def test_50_concurrent_updates_lose_no_key(any_storage: Any) -> None:
     ctx = StateContext(any_storage, "chat:race")
     await ctx.set_state("collecting")
+    racing = Yielding(any_storage)  # every update's read and write interleave with the others'
     await asyncio.gather(
-        *(StateContext(any_storage, "chat:race").update_data({f"k{i}": i}) for i in range(50))
+        *(StateContext(racing, "chat:race").update_data({f"k{i}": i}) for i in range(50))  # type: ignore[arg-type]
     )
     assert await ctx.get_data() == {f"k{i}": i for i in range(50)}
     assert await ctx.get_state() == "collecting"
@@ -89,7 +90,8 @@ async def test_returned_data_is_a_copy() -> None:
 
 async def test_a_plain_storage_still_loses_no_update_in_process() -> None:
     storage = Minimal()
-    await asyncio.gather(*(StateContext(storage, "k").update_data({str(i): i}) for i in range(20)))  # type: ignore[arg-type]
+    racing = Yielding(storage)
+    await asyncio.gather(*(StateContext(racing, "k").update_data({str(i): i}) for i in range(20)))  # type: ignore[arg-type]
     assert len(storage.data["k"]["data"]) == 20
 
 

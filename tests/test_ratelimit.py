@@ -42,13 +42,42 @@ async def test_a_new_window_restores_the_limit() -> None:
     assert (await limiter.hit("k")).allowed
 
 
-async def test_finished_windows_free_their_memory() -> None:
+async def test_memory_stays_bounded_over_many_windows_without_sweeping() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()  # no background sweeper
+    limiter = RateLimiter(storage, limit=5, period=0.05, sweep_every=None)
+    keys = [f"user:{i}" for i in range(200)]
+    windows = set()
+    while len(windows) < 6:  # bounded: a window is 50 ms
+        results = await asyncio.gather(*(limiter.hit(key) for key in keys))
+        assert all(results)
+        windows.add(results[0].resets_at)
+        assert len(storage) <= 2 * len(keys)  # expired entries count here until swept
+        await asyncio.sleep(0.03)
+
+
+async def test_keys_no_longer_hit_are_swept_by_the_limiter() -> None:
     storage: MemoryStorage[Any] = MemoryStorage()
-    limiter = RateLimiter(storage, limit=5, period=0.1)
-    await limiter.hit("k")
-    await asyncio.sleep(0.25)
-    assert await storage.sweep() == 1
-    assert len(storage) == 0
+    limiter = RateLimiter(storage, limit=5, period=0.05, sweep_every=0.05)
+    await asyncio.gather(*(limiter.hit(f"user:{i}") for i in range(100)))
+    assert len(storage) == 100
+    await asyncio.sleep(0.12)  # every window of those keys has ended, and a sweep is due
+    await limiter.hit("someone else")
+    assert len(storage) == 1
+
+
+async def test_by_default_the_limiter_sweeps_at_most_once_a_minute() -> None:
+    class CountingSweeps(MemoryStorage[Any]):
+        sweeps = 0
+
+        async def sweep(self) -> int:
+            self.sweeps += 1
+            return await super().sweep()
+
+    storage = CountingSweeps()
+    limiter = RateLimiter(storage, limit=1000, period=0.01)
+    for _ in range(50):
+        await limiter.hit("k")
+    assert storage.sweeps == 0  # the first is due a minute after start
 
 
 async def test_a_denied_cost_is_not_counted() -> None:

@@ -237,6 +237,19 @@ def check_counters(
     return check(out, not wrong, message)
 
 
+def chat_table(before: dict[int, int], after: dict[int, int], sent: Counter[int], rows: int = 5) -> list[str]:
+    """A few chats side by side: any that are wrong first, then the busiest of this run."""
+    wrong = [i for i in after if after[i] != before[i] + sent[i]]
+    busiest = [i for i, _ in sent.most_common() if i not in wrong and i in after]
+    shown = (wrong + busiest)[:rows]
+    lines = [f"  {'chat':>6} {'earlier':>8} {'sent':>6} {'expected':>9} {'stored':>7}"]
+    for i in shown:
+        expected = before[i] + sent[i]
+        mark = "" if after[i] == expected else "  <- lost updates"
+        lines.append(f"  {i:>6} {before[i]:>8,} {sent[i]:>6,} {expected:>9,} {after[i]:>7,}{mark}")
+    return lines
+
+
 async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
     """Run the simulation and the checks; returns the exit code (0: every check passed)."""
     users = max(1, options.chats * 3)
@@ -268,6 +281,9 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
 
         after_chats = await read_counters(bot.chats, chat_ids)
         after_users = await read_counters(bot.users, user_ids)
+        print(f"per chat ({min(5, len(after_chats))} of {len(after_chats):,}):", file=out)
+        for line in chat_table(before_chats, after_chats, messages):
+            print(line, file=out)
         print("checks:", file=out)
         ok &= check_counters(out, "chat counters", before_chats, after_chats, messages)
         ok &= check_counters(out, "user profiles", before_users, after_users, profiles)

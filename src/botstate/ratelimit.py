@@ -1,10 +1,17 @@
 """Fixed-window rate limits on any storage with atomic ``increment``.
 
-Each window is one counter, ``f"{key}:{window number}"``, created by ``increment`` with a TTL that
-ends with the window: the count is exact across processes sharing the storage (one atomic
-increment per hit, no read-then-write), and finished windows free their memory through the
-backend's own expiry. Windows are aligned to the wall clock (``period`` multiples since the
-epoch), so every process agrees on where a window starts and ``reset_after`` needs no extra read.
+Each window is one counter created by ``increment`` with a TTL that ends with the window, so the
+count is exact across processes sharing the storage (one atomic increment per hit, no
+read-then-write). Windows are aligned to the wall clock (``period`` multiples since the epoch), so
+every process agrees on where a window starts and ``reset_after`` needs no extra read.
+
+Memory stays bounded without setup. A key's windows take turns in two slots, ``f"{key}:0"`` and
+``f"{key}:1"``: a slot comes back a whole period after its counter expired, so ``increment``
+starts it from 0, and an active key never holds more than two entries, even on backends that only
+hide expired entries until a sweep. Keys that stop being hit are removed by the limiter calling the
+storage's ``sweep()`` now and then (``sweep_every``). Two slots rather than one keep a denied hit's
+give-back in its own window: a single key would be the next window's counter by then, and a
+give-back recreating it at ``-cost`` would let that window admit more than ``limit``.
 
 A denied hit is given back (its cost is subtracted again): a rejected ``cost=10`` request does not
 eat the budget of cheaper ones, and ``remaining`` stays what a caller can still spend. Between the
@@ -26,6 +33,9 @@ from .storages._base import bad_key
 from .wrappers._base import backend_name
 
 __all__ = ["RateLimitResult", "RateLimiter"]
+
+DEFAULT_SWEEP: Any = object()
+"""``sweep_every`` not given: sweep every ``max(period, 60 s)``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,9 +67,13 @@ class RateLimiter:
     through ``namespace(storage, "ratelimit:")``.
     """
 
-    __slots__ = ("_period_ms", "_storage", "limit")
+    __slots__ = ("_next_sweep", "_period_ms", "_storage", "_sweep", "_sweep_every", "limit")
 
-    def __init__(self, storage: Storage[Any], *, limit: int, period: TTL) -> None:
+    def __init__(
+        self, storage: Storage[Any], *, limit: int, period: TTL, sweep_every: TTL | None = DEFAULT_SWEEP
+    ) -> None:
+        """``sweep_every``: at most how often a hit calls ``storage.sweep()`` (by default the longer
+        of ``period`` and a minute; ``None``: never, e.g. when the storage sweeps on its own)."""
         if not is_atomic_storage(storage):
             raise TypeError(f"RateLimiter needs a storage with atomic increment, not {storage!r}")
         if type(limit) is not int or limit < 1:
@@ -70,6 +84,12 @@ class RateLimiter:
         self._storage: AtomicStorage[Any] = storage
         self.limit = limit
         self._period_ms = period_ms
+        sweep = getattr(storage, "sweep", None)
+        if sweep_every is DEFAULT_SWEEP:
+            sweep_every = max(period_ms, 60_000) / 1000
+        self._sweep_every = None if sweep_every is None else ttl_to_ms(sweep_every)
+        self._sweep = sweep if callable(sweep) and self._sweep_every is not None else None
+        self._next_sweep = time.monotonic_ns() // 1_000_000 + (self._sweep_every or 0)
 
     @property
     def period(self) -> timedelta:
@@ -82,7 +102,15 @@ class RateLimiter:
         now = time.time_ns() // 1_000_000
         number = now // self._period_ms
         end = (number + 1) * self._period_ms
-        return f"{key}:{number}", end - now, end
+        return f"{key}:{number % 2}", end - now, end
+
+    async def _maybe_sweep(self) -> None:
+        """Remove expired entries of keys no longer hit, at most once per ``sweep_every``."""
+        now = time.monotonic_ns() // 1_000_000
+        if self._sweep is None or now < self._next_sweep:
+            return
+        self._next_sweep = now + (self._sweep_every or 0)  # before awaiting: one hit sweeps
+        await self._sweep()
 
     def _result(self, allowed: bool, used: int, left_ms: int, end_ms: int) -> RateLimitResult:
         return RateLimitResult(allowed, self.limit, max(0, self.limit - used), left_ms / 1000, end_ms / 1000)
@@ -92,10 +120,14 @@ class RateLimiter:
         if type(cost) is not int or cost < 1:
             raise ValueError(f"cost must be a positive int, got {cost!r}")
         counter, left_ms, end_ms = self._window(key)
+        if self._sweep is not None:
+            await self._maybe_sweep()
         total = await self._storage.increment(counter, cost, ttl=left_ms / 1000)
         if total <= self.limit:
             return self._result(True, total, left_ms, end_ms)
-        await self._storage.increment(counter, -cost, ttl=left_ms / 1000)
+        left_now = end_ms - time.time_ns() // 1_000_000
+        if left_now > 0:  # a finished window needs nothing given back
+            await self._storage.increment(counter, -cost, ttl=left_now / 1000)
         return self._result(False, total - cost, left_ms, end_ms)
 
     async def peek(self, key: str, cost: int = 1) -> RateLimitResult:

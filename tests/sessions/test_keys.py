@@ -1,8 +1,22 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from botstate.sessions import UpdateInfo, chat_key, topic_key, user_in_chat_key, user_key
+from botstate.errors import ConfigError
+from botstate.sessions import (
+    Sessions,
+    UpdateInfo,
+    chat_key,
+    session_keys,
+    topic_key,
+    user_in_chat_key,
+    user_key,
+)
+from wrappers.wrapper_backends import Minimal, any_storage
+
+__all__ = ["any_storage"]  # the fixture, imported for pytest
 
 
 def test_keys_per_chat_user_member_and_topic() -> None:
@@ -50,3 +64,23 @@ def test_update_info_is_frozen_and_hashable() -> None:
         update.chat_id = 2  # type: ignore[misc]
     assert {update: 1}[UpdateInfo(chat_id=1)] == 1
     assert chat_key(update) == "chat:1"
+
+
+async def test_session_keys_lists_one_kind_of_sessions_without_the_prefix(any_storage: Any) -> None:
+    carts = Sessions(any_storage, name="cart[*]", initial=list)
+    decoy = Sessions(any_storage, name="cartX", initial=list)  # what an unescaped name would match
+    for sessions, chat in ((carts, 1), (carts, 2), (decoy, 3)):
+        async with sessions.open(UpdateInfo(bot_id=1, chat_id=chat)) as session:
+            session.data.append("tea")
+    async with carts.open(UpdateInfo(bot_id=2, chat_id=9)) as session:
+        session.data.append("milk")
+    assert sorted([key async for key in session_keys(carts)]) == ["1:chat:1", "1:chat:2", "2:chat:9"]
+    assert sorted([key async for key in session_keys(carts, "1:*")]) == ["1:chat:1", "1:chat:2"]
+    async for key in session_keys(carts, "2:*"):  # each key opens its session, as a broadcast would
+        async with carts.open(key) as session:
+            assert session.data == ["milk"]
+
+
+async def test_session_keys_needs_a_storage_that_lists_keys() -> None:
+    with pytest.raises(ConfigError, match="keys"):
+        [key async for key in session_keys(Sessions(Minimal()))]  # type: ignore[arg-type]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from botstate import MemoryStorage
+from botstate.errors import ConfigError
 from botstate.sessions import MultiSessions, Sessions, UpdateInfo, user_key
+from botstate.wrappers import namespace
+from wrappers.wrapper_backends import Minimal
 
 UPDATE = UpdateInfo(bot_id=1, chat_id=42, user_id=7)
 
@@ -71,3 +76,134 @@ def test_unknown_part_is_an_attribute_error(counting: Any) -> None:
     with pytest.raises(AttributeError, match="parts"):
         _ = session.wallet
     assert list(session) == ["settings", "cart"]
+
+
+# -- configurations that cannot work are refused ------------------------------------------------
+
+
+def test_the_same_sessions_object_twice_is_refused(counting: Any) -> None:
+    # It would wait for its own lock on the first update.
+    shared = Sessions(counting, name="shared")
+    with pytest.raises(ConfigError, match=r"'a' and 'b'.*same Sessions object"):
+        MultiSessions(a=shared, b=shared)
+
+
+def test_two_parts_on_the_same_keys_of_one_storage_are_refused(counting: Any) -> None:
+    with pytest.raises(ConfigError, match="same keys"):
+        MultiSessions(a=Sessions(counting, name="s"), b=Sessions(counting, name="s", key=user_key))
+    inner: MemoryStorage[Any] = MemoryStorage()
+    with pytest.raises(ConfigError, match="same keys"):  # the same place, reached through views
+        MultiSessions(
+            a=Sessions(namespace(inner, "bot:"), name="s"), b=Sessions(namespace(inner, "bot:s:"), name="")
+        )
+    # A different name or a different storage is a different place.
+    MultiSessions(a=Sessions(counting, name="a"), b=Sessions(counting, name="b"))
+    MultiSessions(a=Sessions(counting, name="s"), b=Sessions(type(counting)(), name="s"))
+
+
+async def test_loading_an_unknown_part_names_it(counting: Any) -> None:
+    multi = build(counting, counting, lazy_cart=True)
+    async with multi.open(UPDATE) as session:
+        with pytest.raises(KeyError, match="wallet"):
+            await session.load("cart", "wallet")
+        assert session.cart.loaded is False  # nothing loaded by a call that could not be right
+
+
+async def test_load_takes_lazy_parts_in_declaration_order() -> None:
+    order: list[str] = []
+
+    class Recording(Minimal):
+        async def get(self, key: str, default: Any = None) -> Any:
+            order.append(key.split(":")[0])
+            return await super().get(key, default)
+
+    storage = Recording()
+    multi = MultiSessions(a=Sessions(storage, name="a", lazy=True), b=Sessions(storage, name="b", lazy=True))
+    async with multi.open(UPDATE) as session:
+        await session.load("b", "a")
+    assert order == ["a", "b"]
+
+
+# -- the I/O rules, part by part -------------------------------------------------------------------
+
+
+async def test_replacing_a_parts_whole_value_is_written(counting: Any) -> None:
+    multi = build(counting, counting)
+    async with multi.open(UPDATE) as session:
+        session.cart.data = ["tea", "milk"]
+        session["settings"].data = {"lang": "uk"}
+    assert counting.calls == {"get": 2, "set": 2}
+    async with multi.open(UPDATE) as session:
+        assert session.cart.data == ["tea", "milk"]
+        assert session.settings.data == {"lang": "uk"}
+
+
+async def test_assigning_none_deletes_only_that_part(counting: Any) -> None:
+    multi = build(counting, counting)
+    async with multi.open(UPDATE) as session:
+        session.cart.data.append("tea")
+        session.settings.data["lang"] = "de"
+    async with multi.open(UPDATE) as session:
+        session.cart.data = None
+    assert await counting.inner.has("cart:1:chat:42") is False
+    assert await counting.inner.get("settings:1:user:7") == {"lang": "de"}
+
+
+async def test_a_ttl_part_read_and_unchanged_is_touched_once(counting: Any) -> None:
+    multi = MultiSessions(
+        settings=Sessions(counting, name="settings", key=user_key, ttl=60),
+        cart=Sessions(counting, name="cart", initial=list),
+    )
+    await counting.inner.set("settings:1:user:7", {"lang": "en"})
+    await counting.inner.set("cart:1:chat:42", ["tea"])
+    async with multi.open(UPDATE) as session:
+        assert session.settings.data == {"lang": "en"}
+        assert session.cart.data == ["tea"]
+    assert counting.calls == {"get": 2, "touch": 1}
+
+
+class BothReadsAtOnce(Minimal):
+    """Each ``get`` waits until ``expected`` reads are in flight together: read one after another,
+    the first would wait for ever (bounded here, so such a failure is quick)."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__()
+        self.expected = expected
+        self.in_flight = 0
+        self.all_in = asyncio.Event()
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        self.in_flight += 1
+        if self.in_flight == self.expected:
+            self.all_in.set()
+        await asyncio.wait_for(self.all_in.wait(), timeout=5)
+        return await super().get(key, default)
+
+
+async def test_eager_parts_are_read_concurrently() -> None:
+    storage = BothReadsAtOnce(expected=2)
+    multi = build(storage, storage)
+    async with multi.open(UPDATE) as session:
+        assert session.cart.data == []
+    assert storage.all_in.is_set()
+
+
+async def test_a_body_that_raises_writes_deletes_and_touches_no_part(counting: Any) -> None:
+    multi = MultiSessions(
+        settings=Sessions(counting, name="settings", key=user_key, ttl=60),
+        cart=Sessions(counting, name="cart", initial=list),
+        note=Sessions(counting, name="note"),
+    )
+    await counting.inner.set("settings:1:user:7", {"lang": "en"})
+    await counting.inner.set("note:1:chat:42", "keep")
+
+    async def handler() -> None:
+        async with multi.open(UPDATE) as session:
+            session.cart.data.append("tea")
+            session.note.data = None
+            raise RuntimeError("handler failed")
+
+    with pytest.raises(RuntimeError, match="handler failed"):
+        await handler()
+    assert counting.calls == {"get": 3}
+    assert await counting.inner.get("note:1:chat:42") == "keep"

@@ -18,6 +18,7 @@ from botstate.sessions import (
     chat_key,
     user_key,
 )
+from wrappers.wrapper_backends import Yielding
 
 CHAT = UpdateInfo(bot_id=1, chat_id=42, user_id=7)
 KEY = "session:1:chat:42"
@@ -209,13 +210,33 @@ async def test_untouched_lazy_session_does_no_io(counting: Any) -> None:
 
 async def test_lazy_session_reads_once_however_often_loaded(counting: Any) -> None:
     await counting.inner.set(KEY, {"n": 1})
-    async with Sessions(counting, lazy=True).open(CHAT) as session:
+    # Reads that yield, so the second load() really runs while the first is reading.
+    async with Sessions(Yielding(counting), lazy=True).open(CHAT) as session:  # type: ignore[arg-type]
         results = await asyncio.gather(session.load(), session.load())
         again = await session.load()
         assert results == [{"n": 1}, {"n": 1}]
         assert again is session.data
         session.data["n"] += 1
     assert counting.calls == {"get": 1, "set": 1}
+
+
+async def test_a_cancelled_first_loader_leaves_the_load_to_the_next(counting: Any) -> None:
+    await counting.inner.set(KEY, {"n": 1})
+    sessions = Sessions(Yielding(counting), lazy=True, lock_timeout=2)  # type: ignore[arg-type]
+    async with sessions.open(CHAT) as session:
+        first = asyncio.create_task(session.load())
+        await asyncio.sleep(0)  # the first load() is reading
+        second = asyncio.create_task(session.load())
+        await asyncio.sleep(0)  # the second waits for it
+        first.cancel()
+        # Read again, with the guard the first let go of (bounded: a stuck waiter fails fast).
+        assert await asyncio.wait_for(second, timeout=5) == {"n": 1}
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        session.data["n"] += 1
+    assert counting.calls["set"] == 1
+    async with sessions.open(CHAT) as session:  # the guard is free: no LockError
+        assert await session.load() == {"n": 2}
 
 
 async def test_lazy_session_data_before_load_raises_a_clear_error() -> None:

@@ -87,11 +87,26 @@ MIGRATIONS = {1: _v1, 2: _v2}
 async def test_legacy_value_is_migrated_in_order_and_written_back(any_storage: Any) -> None:
     await any_storage.set("user:1", "Ada Lovelace")
     await any_storage.set("user:2", {"__v": 1, "__exp": None, "data": {"name": "Grace Hopper"}})
-    users = enhance_storage(any_storage, migrations=MIGRATIONS)
+    users = enhance_storage(any_storage, migrations=MIGRATIONS, ttl=60)
+    before = now_ms()
     assert await users.get("user:1") == {"first": "Ada", "last": "Lovelace"}
     assert await users.get("user:2") == {"first": "Grace", "last": "Hopper"}
     stored = await any_storage.get("user:1")
-    assert stored == {"__v": 2, "__exp": None, "data": {"first": "Ada", "last": "Lovelace"}}
+    assert stored["__v"] == 2
+    assert stored["data"] == {"first": "Ada", "last": "Lovelace"}
+    assert before + 60_000 <= stored["__exp"] <= now_ms() + 60_000  # the wrapper's ttl, from now
+    assert (await any_storage.get("user:2"))["__exp"] is None  # an envelope keeps its own expiry
+
+
+async def test_a_legacy_value_with_a_ttl_underneath_keeps_it(any_storage: Any) -> None:
+    # Without a wrapper ttl the expiry underneath is unknowable: writing back would make it permanent.
+    await any_storage.set("u", "A B", ttl=0.2)
+    users = enhance_storage(any_storage, migrations=MIGRATIONS)
+    assert await users.get("u") == {"first": "A", "last": "B"}
+    assert await any_storage.get("u") == "A B"  # migrated on read, not written back
+    await asyncio.sleep(0.3)
+    assert await any_storage.has("u") is False
+    assert await users.get("u") is None
 
 
 async def test_write_back_keeps_the_expiry(any_storage: Any) -> None:
@@ -113,7 +128,8 @@ async def test_values_are_stored_at_the_latest_version() -> None:
 
 
 class WriterInBetween:
-    """A real storage where another writer stores ``fresh`` just before each compare-and-set."""
+    """A real storage where another writer stores ``fresh`` just before each write that depends on
+    an earlier read: every compare-and-set, and a delete."""
 
     def __init__(self, storage: Any, fresh: Any) -> None:
         self.storage = storage
@@ -126,11 +142,15 @@ class WriterInBetween:
         await self.storage.set(key, self.fresh)
         return bool(await self.storage.compare_and_set(key, value, expected=expected, ttl=ttl))
 
+    async def delete(self, key: str) -> bool:
+        await self.storage.set(key, self.fresh)
+        return bool(await self.storage.delete(key))
+
 
 async def test_write_back_never_overwrites_a_concurrent_writer(any_storage: Any) -> None:
     await any_storage.set("u", "Old Name")
     fresh = {"__v": 2, "__exp": None, "data": {"first": "New", "last": "Name"}}
-    racing = enhance_storage(WriterInBetween(any_storage, fresh), migrations=MIGRATIONS)  # type: ignore[arg-type]
+    racing = enhance_storage(WriterInBetween(any_storage, fresh), migrations=MIGRATIONS, ttl=60)  # type: ignore[arg-type]
     assert await racing.get("u") == {"first": "Old", "last": "Name"}  # what this reader saw
     assert await any_storage.get("u") == fresh  # the concurrent write survived
 
@@ -193,11 +213,61 @@ async def test_wrapper_ttl_is_an_absolute_expiry_in_the_envelope() -> None:
     assert await cache.get("a") == 1
 
 
-async def test_an_expired_envelope_reads_as_missing_and_is_deleted() -> None:
-    inner: MemoryStorage[Any] = MemoryStorage({"gone": {"__v": 0, "__exp": now_ms() - 1, "data": 1}})
+@pytest.mark.parametrize("read", ["get", "has"])
+async def test_an_expired_envelope_reads_as_missing_and_is_removed(any_storage: Any, read: str) -> None:
+    await any_storage.set("gone", {"__v": 0, "__exp": now_ms() - 1, "data": 1})
+    cache = enhance_storage(any_storage)
+    assert await getattr(cache, read)("gone") in (None, False)
+    await asyncio.sleep(0.05)  # removal is an expiry of the shortest TTL
+    assert await any_storage.has("gone") is False
+
+
+@pytest.mark.parametrize("read", ["get", "has", "get_many"])
+async def test_removing_an_expired_envelope_never_destroys_a_concurrent_write(
+    any_storage: Any, read: str
+) -> None:
+    await any_storage.set("k", {"__v": 0, "__exp": now_ms() - 1, "data": "old"})
+    fresh = {"__v": 0, "__exp": None, "data": "new"}
+    racing = enhance_storage(WriterInBetween(any_storage, fresh))  # type: ignore[arg-type]
+    result = await (racing.get_many(["k"]) if read == "get_many" else getattr(racing, read)("k"))
+    assert result in (None, False, [None])  # what this reader saw: expired
+    await asyncio.sleep(0.05)
+    assert await any_storage.get("k") == fresh  # the write that landed in between survived
+
+
+async def test_without_compare_and_set_an_expired_envelope_is_left_alone() -> None:
+    inner = Minimal()
+    inner.data["k"] = {"__v": 0, "__exp": now_ms() - 1, "data": 1}
+    cache = enhance_storage(inner)  # type: ignore[arg-type]
+    assert await cache.get("k") is None
+    assert await cache.has("k") is False
+    assert "k" in inner.data  # no safe way to remove it: it reads as missing until overwritten
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"__v": 0, "__exp": "soon", "data": 1},
+        {"__v": 0, "__exp": True, "data": 1},
+        {"__v": -1, "__exp": None, "data": 1},
+        {"__v": "1", "__exp": None, "data": 1},
+    ],
+    ids=["str-exp", "bool-exp", "negative-version", "str-version"],
+)
+async def test_a_malformed_envelope_is_corrupt_and_kept(envelope: dict[str, Any]) -> None:
+    inner: MemoryStorage[Any] = MemoryStorage({"bad": envelope, "good": 1})
     cache = enhance_storage(inner)
-    assert await cache.get("gone", "default") == "default"
-    assert await inner.has("gone") is False
+    for read in (cache.get("bad"), cache.get_many(["bad"]), cache.touch("bad"), cache.increment("bad")):
+        with pytest.raises(CorruptValueError) as info:
+            await read
+        assert (info.value.key, info.value.backend) == ("bad", "memory")
+    with pytest.raises(CorruptValueError, match="envelope") as listing:
+        [key async for key in cache.keys("*")]
+    assert listing.value.key == "bad"
+    assert await cache.has("bad") is True  # present, kept for inspection
+    assert await inner.get("bad") == envelope
+    assert await cache.delete("bad") is True  # and deleting repairs it
+    assert [key async for key in cache.keys("*")] == ["good"]
 
 
 async def test_cas_compares_data_not_envelopes() -> None:

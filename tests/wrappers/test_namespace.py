@@ -5,7 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wrapper_backends import Minimal
+from wrapper_backends import Minimal, any_storage
+
+__all__ = ["any_storage"]  # the fixture, imported for pytest
 
 from botstate import MemoryStorage, is_atomic_storage, is_iterable_storage, is_locking_storage, is_ttl_storage
 from botstate.errors import CorruptValueError, LockError, WrongTypeError
@@ -53,6 +55,33 @@ async def test_a_prefix_with_glob_characters_matches_only_itself() -> None:
     assert await _keys(view) == ["1"]
     assert await namespace(storage, "[a]:").clear() == 1
     assert await storage.has("a:1")
+
+
+# Each prefix with keys an unescaped glob (or SQL LIKE pattern) made of it would also match.
+GLOB_PREFIXES = {
+    "a*:": ["ab:1", "a:1", "axyz:1"],
+    "a?:": ["ab:1", "a::1"],
+    "[ab]:": ["a:1", "b:1"],
+    "a]:": ["a:1"],
+    "a\\b:": ["ab:1", "a\\xb:1"],
+    "a%:": ["a:1", "axyz:1"],
+    "a_:": ["ab:1", "a::1"],
+    "*?[]\\%_:": ["x:1", "*?[]%_:1"],
+}
+
+
+@pytest.mark.parametrize("prefix", list(GLOB_PREFIXES))
+async def test_a_prefix_with_glob_characters_matches_only_itself_on_every_backend(
+    any_storage: Any, prefix: str
+) -> None:
+    decoys = GLOB_PREFIXES[prefix]
+    await any_storage.set_many({prefix + "1": "mine", prefix + "2": "mine", **dict.fromkeys(decoys, "other")})
+    view = namespace(any_storage, prefix)
+    assert await _keys(view) == ["1", "2"]
+    assert sorted([entry async for entry in view.entries("*")]) == [("1", "mine"), ("2", "mine")]
+    assert [key async for key in view.keys("1")] == ["1"]
+    assert await view.clear() == 2
+    assert sorted(await _keys(any_storage)) == sorted(decoys)
 
 
 async def test_errors_name_the_key_the_view_was_given() -> None:

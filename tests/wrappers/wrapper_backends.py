@@ -5,6 +5,8 @@ Server backends get a namespace unique to the test, so runs never see each other
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +36,30 @@ class Minimal:
 
     async def has(self, key: str) -> bool:
         return key in self.data
+
+
+class Yielding:
+    """Forwards to ``inner``, letting other tasks run before and after each call it awaits.
+
+    Memory and simple adapters never yield, so a naive read-then-write looks atomic over them:
+    through this wrapper, concurrent callers really interleave between the read and the write.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        async def interleaved(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)
+            result = await attribute(*args, **kwargs)
+            await asyncio.sleep(0)
+            return result
+
+        return interleaved
 
 
 def _open(name: str, request: pytest.FixtureRequest) -> Any:

@@ -7,7 +7,7 @@ named ones; key functions map an ``UpdateInfo`` to a key.
 from __future__ import annotations
 
 from .isolation import IsolationMode
-from .keys import KeyFunction, UpdateInfo, chat_key, topic_key, user_in_chat_key, user_key
+from .keys import KeyFunction, UpdateInfo, chat_key, session_keys, topic_key, user_in_chat_key, user_key
 from .multi import MultiSession, MultiSessions
 from .session import (
     NoSessionError,
@@ -31,6 +31,7 @@ __all__ = [
     "Sessions",
     "UpdateInfo",
     "chat_key",
+    "session_keys",
     "topic_key",
     "user_in_chat_key",
     "user_key",

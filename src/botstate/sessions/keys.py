@@ -8,11 +8,26 @@ can share one storage, and the business connection, whose chats are a separate s
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-__all__ = ["KeyFunction", "UpdateInfo", "chat_key", "topic_key", "user_in_chat_key", "user_key"]
+from .._glob import escape
+from ..contract import is_iterable_storage
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .session import Sessions
+
+__all__ = [
+    "KeyFunction",
+    "UpdateInfo",
+    "chat_key",
+    "session_keys",
+    "topic_key",
+    "user_in_chat_key",
+    "user_key",
+]
 
 Id: TypeAlias = "int | str"
 
@@ -69,3 +84,17 @@ def topic_key(update: UpdateInfo) -> str | None:
     if update.chat_id is None or update.thread_id is None:
         return None
     return f"{_scope(update)}chat:{update.chat_id}:topic:{update.thread_id}"
+
+
+async def session_keys(sessions: Sessions[Any], pattern: str = "*") -> AsyncIterator[str]:
+    """The session keys stored by ``sessions`` (without its name prefix), e.g. for a broadcast.
+
+    ``pattern`` is a glob over session keys (``"1:chat:*"``: bot 1's chats); order is unspecified.
+    Each key opens with ``sessions.open(key)``. Needs a storage with ``keys()``.
+    """
+    storage = sessions.storage
+    if not is_iterable_storage(storage):
+        raise ConfigError(f"listing sessions needs a storage with keys(); {sessions.backend} has none")
+    skip = len(sessions.prefix)
+    async for key in storage.keys(escape(sessions.prefix) + pattern):
+        yield key[skip:]

@@ -3,8 +3,13 @@
 ``settings`` per user and ``cart`` per chat, say. Every part follows the same I/O rules as a single
 session. Eager parts take their guards one after another in the order the parts were declared (so
 two updates can never each hold a lock the other waits for) and are then read concurrently.
-Writes are per part: when one part's write fails the others' still happen, and the first error is
-raised after every part has been closed.
+Lazy parts are loaded after them, when the body asks; ``load("a", "b")`` takes them in declaration
+order too. Writes are per part: when one part's write fails the others' still happen, and the first
+error is raised after every part has been closed.
+
+Configurations that cannot work are refused at construction: one ``Sessions`` object used for two
+parts would wait for its own lock, and two parts writing the same keys of one storage would
+overwrite each other.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from collections.abc import Awaitable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from ..errors import ConfigError
+from ..wrappers import Namespace
+from ..wrappers._base import StorageWrapper
 from .session import _RESOLVE, Session, Sessions
 
 __all__ = ["MultiSession", "MultiSessions"]
@@ -29,6 +37,17 @@ async def _all(awaitables: list[Awaitable[None]]) -> None:
             raise result
 
 
+def _where(part: Sessions[Any]) -> tuple[int, str]:
+    """The storage underneath ``part`` and the key prefix its sessions get there."""
+    storage: Any = part.storage
+    prefix = part.prefix
+    while isinstance(storage, StorageWrapper):
+        if isinstance(storage, Namespace):
+            prefix = storage.prefix + prefix
+        storage = storage.wrapped
+    return id(storage), prefix
+
+
 class MultiSessions:
     """Named :class:`Sessions` opened together: ``MultiSessions(settings=..., cart=...)``."""
 
@@ -36,6 +55,22 @@ class MultiSessions:
         self.parts: dict[str, Sessions[Any]] = {**(parts or {}), **named}
         if not self.parts:
             raise ValueError("MultiSessions needs at least one named Sessions")
+        seen: dict[int, str] = {}
+        places: dict[tuple[int, str], str] = {}
+        for name, part in self.parts.items():
+            if id(part) in seen:
+                raise ConfigError(
+                    f"parts {seen[id(part)]!r} and {name!r} are the same Sessions object: each part "
+                    "needs its own (sharing one would wait for its own lock)"
+                )
+            seen[id(part)] = name
+            place = _where(part)
+            if place in places:
+                raise ConfigError(
+                    f"parts {places[place]!r} and {name!r} store under the same keys of one storage "
+                    f"({part.backend}, prefix {part.prefix!r}): give them different names"
+                )
+            places[place] = name
 
     def open(self, update: Any) -> MultiSession:
         """Every part's session for ``update``; use with ``async with``."""
@@ -68,7 +103,12 @@ class MultiSession:
         return iter(self._sessions)
 
     async def load(self, *names: str) -> None:
-        """Load lazy parts (all of them by default) in declaration order, which avoids deadlocks."""
+        """Load lazy parts (all of them by default) in declaration order, whatever order ``names``
+        come in: every update then takes their locks in one order, so two never wait for each other.
+        """
+        unknown = [name for name in names if name not in self._sessions]
+        if unknown:
+            raise KeyError(f"no session parts named {unknown}; parts: {list(self._sessions)}")
         for name, session in self._sessions.items():
             if not names or name in names:
                 await session.load()

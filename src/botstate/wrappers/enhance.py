@@ -8,18 +8,23 @@ handlers only ever see the latest shape.
 When migrated data is written back: lazily, on ``get``/``get_many``, with ``compare_and_set``
 against the exact envelope that was read, keeping its expiry. A concurrent writer therefore always
 wins (its newer value is never overwritten by an upgraded copy of the old one), and each value is
-migrated once, not on every read. Over a storage without ``compare_and_set`` nothing is written
-back: the value is migrated on each read until the next ``set``. Iteration never writes.
+migrated once, not on every read. A legacy value carries no expiry the wrapper can read (the
+wrapped storage may hold it with a TTL of its own), so it is written back only when the wrapper has
+a ttl, which then starts afresh; otherwise it is migrated on each read until the next ``set``,
+rather than turned permanent. Over a storage without ``compare_and_set`` nothing is written back.
+Iteration never writes.
 
 ``__exp`` is an absolute wall-clock time, so it survives restarts and copies between stores; the
 same TTL is also given to the wrapped storage, which frees the memory. An expired envelope reads as
-missing and is deleted.
+missing; it is removed only if unchanged (there is no compare-and-delete, so it is compare-and-set
+onto itself with the shortest TTL), so a writer landing between the read and the removal survives.
 """
 
 from __future__ import annotations
 
 import copy
 import enum
+import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, overload
@@ -57,13 +62,22 @@ class _Opened(NamedTuple):
     exp: int | None
 
 
-def _is_envelope(raw: Any) -> bool:
-    return type(raw) is dict and raw.keys() == _ENVELOPE_KEYS and type(raw["__v"]) is int
+_SHORTEST_TTL = 0.001
+"""Millisecond precision: the soonest expiry every backend can be given."""
 
 
-def _expired(raw: Any) -> bool:
-    exp = raw["__exp"] if _is_envelope(raw) else None
-    return exp is not None and exp <= now_ms()
+def _is_envelope(raw: Any, key: str, backend: str) -> bool:
+    """True for an envelope; a dict shaped like one but with bad fields is corrupt, not data."""
+    if type(raw) is not dict or raw.keys() != _ENVELOPE_KEYS:
+        return False
+    version, exp = raw["__v"], raw["__exp"]
+    if type(version) is not int or version < 0:
+        problem = f"envelope version {version!r} is not an int >= 0"
+    elif exp is not None and not (type(exp) is int or (type(exp) is float and math.isfinite(exp))):
+        problem = f"envelope expiry {exp!r} is not a number or None"
+    else:
+        return True
+    raise CorruptValueError(problem, key=key, backend=backend)
 
 
 def _check_migrations(migrations: Mapping[int, Migration] | None) -> list[Migration]:
@@ -127,9 +141,13 @@ class EnhancedStorage(StorageWrapper[V]):
     def _envelope(self, data: Any, exp: int | None) -> dict[str, Any]:
         return {"__v": self.version, "__exp": exp, "data": data}
 
+    def _expired(self, key: str, raw: Any) -> bool:
+        exp = raw["__exp"] if _is_envelope(raw, key, self.backend) else None
+        return exp is not None and exp <= now_ms()
+
     def _open(self, key: str, raw: Any) -> _Opened | Literal[_Gone.EXPIRED]:
         """Unwrap and migrate ``raw`` (left unchanged: it is the expected value of a write-back)."""
-        if _is_envelope(raw):
+        if _is_envelope(raw, key, self.backend):
             version, data, exp = raw["__v"], raw["data"], raw["__exp"]
             if exp is not None and exp <= now_ms():
                 return EXPIRED
@@ -153,6 +171,15 @@ class EnhancedStorage(StorageWrapper[V]):
                 ) from exc
         return _Opened(data, True, exp)
 
+    async def _expire(self, key: str, raw: Any) -> None:
+        """Remove the expired envelope ``raw`` if it is still what is stored.
+
+        An unconditional delete would destroy a value written since the read. Without
+        ``compare_and_set`` the envelope is left: it reads as missing until overwritten.
+        """
+        if is_atomic_storage(self._inner):
+            await self._inner.compare_and_set(key, raw, expected=raw, ttl=_SHORTEST_TTL)
+
     @staticmethod
     def _remaining(exp: int | None) -> float | None:
         return None if exp is None else max(exp - now_ms(), 1) / 1000
@@ -161,11 +188,17 @@ class EnhancedStorage(StorageWrapper[V]):
         """The data ``raw`` holds, or MISSING; deletes an expired envelope, writes back a migration."""
         opened = self._open(key, raw)
         if opened is EXPIRED:
-            await self._inner.delete(key)
+            await self._expire(key, raw)
             return MISSING
         if opened.stale and is_atomic_storage(self._inner):
-            new = self._envelope(opened.data, opened.exp)
-            await self._inner.compare_and_set(key, new, expected=raw, ttl=self._remaining(opened.exp))
+            if _is_envelope(raw, key, self.backend):
+                exp, inner_ttl = opened.exp, self._remaining(opened.exp)
+            elif self.ttl_ms is not None:  # legacy: its expiry underneath is unknown
+                exp, inner_ttl = self._expiry(None)
+            else:
+                return opened.data
+            new = self._envelope(opened.data, exp)
+            await self._inner.compare_and_set(key, new, expected=raw, ttl=inner_ttl)
         return opened.data
 
     async def _update(
@@ -218,7 +251,10 @@ class EnhancedStorage(StorageWrapper[V]):
         except CorruptValueError:
             raw = None  # unreadable but present: deleting is how such an entry gets repaired
         removed = await self._inner.delete(key)
-        return removed and raw is not MISSING and not _expired(raw)
+        try:
+            return removed and raw is not MISSING and not self._expired(key, raw)
+        except CorruptValueError:
+            return removed
 
     async def has(self, key: str) -> bool:
         try:
@@ -227,8 +263,12 @@ class EnhancedStorage(StorageWrapper[V]):
             return True  # present, kept for inspection: what every backend's has() says
         if raw is MISSING:
             return False
-        if _expired(raw):
-            await self._inner.delete(key)
+        try:
+            expired = self._expired(key, raw)
+        except CorruptValueError:
+            return True
+        if expired:
+            await self._expire(key, raw)
             return False
         return True
 
@@ -250,10 +290,10 @@ class EnhancedStorage(StorageWrapper[V]):
     async def touch(self, key: str, ttl: TTL | None = None) -> bool:
         async def attempt() -> bool | Retry:
             raw = await self._inner.get(key, MISSING)
-            if raw is MISSING or _expired(raw):
+            if raw is MISSING or self._expired(key, raw):
                 return False
             exp, inner_ttl = self._expiry(ttl)
-            if not _is_envelope(raw):  # a legacy value carries no expiry of its own
+            if not _is_envelope(raw, key, self.backend):  # a legacy value carries no expiry of its own
                 return bool(await self._any.touch(key, inner_ttl))
             new = {**raw, "__exp": exp}
             written = await self._any.compare_and_set(key, new, expected=raw, ttl=inner_ttl)
@@ -307,7 +347,7 @@ class EnhancedStorage(StorageWrapper[V]):
 
     async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
         async for key, raw in self._any.entries(pattern):
-            if not _expired(raw):
+            if not self._expired(key, raw):
                 yield key
 
     async def values(self, pattern: str = "*") -> AsyncIterator[V]:
