@@ -76,13 +76,9 @@ _KEEP, _WRITE, _DELETE, _TOUCH = 0, 1, 2, 3
 _RESOLVE: Final[Any] = object()
 
 
-def has_encoded_access(storage: object) -> bool:
-    """Whether sessions may read and write ``storage``'s stored bytes directly.
-
-    Only a built-in backend offering both encoded methods qualifies, and only while no subclass
-    overrides ``get`` or ``set`` below the classes that define them: such an override (a user's
-    logging subclass, say) would be bypassed by the fast path, so that storage keeps the plain one.
-    """
+def _overrides_nothing(storage: object, fast: tuple[str, ...], slow: tuple[str, ...]) -> bool:
+    """Whether ``storage``'s class defines every ``fast`` method, none of them above an override of
+    a ``slow`` one: an override (a user's logging or counting subclass) must not be bypassed."""
     if not isinstance(storage, BaseStorage):
         return False
     mro = type(storage).__mro__
@@ -90,8 +86,27 @@ def has_encoded_access(storage: object) -> bool:
     def depth(name: str) -> int:  # how far from the storage's own class ``name`` is defined
         return next((i for i, klass in enumerate(mro) if name in vars(klass)), len(mro))
 
-    encoded = depth("_get_encoded"), depth("_set_encoded")
-    return max(encoded) < len(mro) and min(depth("get"), depth("set")) >= max(encoded)
+    deepest = max(depth(name) for name in fast)
+    return deepest < len(mro) and min(depth(name) for name in slow) >= deepest
+
+
+def has_encoded_access(storage: object) -> bool:
+    """Whether sessions may read and write ``storage``'s stored bytes directly.
+
+    Only a built-in backend offering both encoded methods qualifies, and only while no subclass
+    overrides ``get`` or ``set`` below the classes that define them.
+    """
+    return has_sync_access(storage) or _overrides_nothing(
+        storage, ("_get_encoded", "_set_encoded"), ("get", "set")
+    )
+
+
+def has_sync_access(storage: object) -> bool:
+    """Whether the encoded access also exists as plain calls (the in-memory backends), by the
+    same rule: a subclass overriding the encoded methods keeps them in use."""
+    return _overrides_nothing(
+        storage, ("_peek_encoded", "_put_encoded"), ("get", "set", "_get_encoded", "_set_encoded")
+    )
 
 
 @dataclass(slots=True)
@@ -185,8 +200,10 @@ class Sessions(Generic[T]):
         self.isolation = make_isolation(isolation, storage, self.backend, lease=lease, timeout=lock_timeout)
         # The default isolation's keyed locks, taken directly: no guard object on the hot path.
         self._locks = self.isolation.locks if type(self.isolation) is LocalIsolation else None
+        self._held = self._locks._held if self._locks is not None else None  # for inlined try_acquire
         self._lock_timeout = lock_timeout
-        self._encoded_access = has_encoded_access(storage)
+        self._sync_access = has_sync_access(storage)
+        self._encoded_access = self._sync_access or has_encoded_access(storage)
         self.stats = SessionStats()
         codec = getattr(storage, "codec", None)
         # The storage's own codec makes the snapshot exactly what would be stored (bytes compare
@@ -348,12 +365,18 @@ class Session(Generic[T]):
             if locks is None or not sessions._encoded_access:
                 await self._read(key)
                 return self
-            if locks.try_acquire(key) is None:  # ``_read``, inlined
+            held: Any = sessions._held  # ``_read``, inlined, with ``locks.try_acquire`` (sessions
+            if key in held:  # need no fencing token)
                 await locks.acquire(key, sessions._lock_timeout)
+            else:
+                held[key] = None
             self._guard = locks
             storage: Any = sessions.storage
             try:
-                data = await storage._get_encoded(key)
+                if sessions._sync_access:
+                    data = storage._peek_encoded(key)
+                else:
+                    data = await storage._get_encoded(key)
                 if data is not None:
                     try:
                         self._original = self._value = storage._decode(data)
@@ -453,7 +476,10 @@ class Session(Generic[T]):
                     storage: Any = sessions.storage  # ``_apply``, inlined for the usual write
                     ttl = sessions.ttl
                     ttl_ms = storage.default_ttl_ms if ttl is None else sessions._ttl_ms
-                    await storage._set_encoded(self.key, self._encoded, ttl_ms)
+                    if sessions._sync_access:
+                        storage._put_encoded(self.key, self._encoded, ttl_ms)
+                    else:
+                        await storage._set_encoded(self.key, self._encoded, ttl_ms)
                     sessions.stats.writes += 1
                 else:
                     await self._apply(action)
@@ -461,7 +487,12 @@ class Session(Generic[T]):
             guard = self._guard
             if type(guard) is KeyedLocks:  # ``_release``, inlined for the default isolation
                 self._guard = None
-                guard.release(self.key)  # type: ignore[arg-type]  # only held with a key
+                key: Any = self.key  # only held with a key
+                held: Any = sessions._held
+                if held[key] is None:  # nobody waits: ``guard.release``, inlined
+                    del held[key]
+                else:
+                    guard.release(key)
             elif guard is not None:
                 await self._release()
 

@@ -71,10 +71,10 @@ class LruMemoryStorage(MemoryStorage[V]):
     if not TYPE_CHECKING:
         get = _get
 
-    async def _set_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
+    def _put_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
         self._put(key, data, ttl_ms)  # bumps and evicts, like set
 
-    async def _get_encoded(self, key: str) -> bytes | None:
+    def _peek_encoded(self, key: str) -> bytes | None:
         """Like ``get``, a read makes the key the most recently used."""
         if type(key) is not str or not key:
             bad_key(key)

@@ -71,8 +71,10 @@ class MemoryStorage(BaseStorage[V]):
             self._expires.pop(key, None)
 
     # -- encoded access (the sessions' fast path: no decode/encode round trip to compare) --------
+    # Memory answers without awaiting, so sessions call the plain ``_peek_encoded``/``_put_encoded``
+    # directly: two coroutines fewer per update, on a path that costs about a microsecond in all.
 
-    async def _get_encoded(self, key: str) -> bytes | None:
+    def _peek_encoded(self, key: str) -> bytes | None:
         """The stored bytes of ``key`` if present and unexpired; bad keys raise as in ``get``."""
         data = self._data.get(key)  # ``_get``'s checks, in its order
         if data is None:
@@ -83,16 +85,14 @@ class MemoryStorage(BaseStorage[V]):
             return None
         return data
 
+    # Store bytes the codec already produced; ``ttl_ms`` is resolved (``self._ttl(ttl)``).
+    _put_encoded = _put
+
+    async def _get_encoded(self, key: str) -> bytes | None:
+        return self._peek_encoded(key)
+
     async def _set_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
-        """Store bytes the codec already produced; ``ttl_ms`` is resolved (``self._ttl(ttl)``)."""
-        # _put inlined, as in set (LruMemoryStorage overrides this with its _put, which evicts).
-        if type(key) is not str or not key:
-            bad_key(key)
-        self._data[key] = data
-        if ttl_ms is not None:
-            self._expires[key] = monotonic_ms() + ttl_ms
-        elif self._expires:
-            self._expires.pop(key, None)
+        self._put_encoded(key, data, ttl_ms)
 
     # -- Storage ----------------------------------------------------------------------------
 
