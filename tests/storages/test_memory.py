@@ -11,6 +11,8 @@ from botstate.testing import StorageConformance
 
 
 class TestMemoryStorage(StorageConformance):
+    full_contract = True
+
     @pytest.fixture
     def storage_factory(self) -> Callable[..., Any]:
         return MemoryStorage
@@ -39,6 +41,8 @@ async def test_per_key_lock_table_is_pruned() -> None:
 
 
 class TestLruMemoryStorage(StorageConformance):
+    full_contract = True
+
     @pytest.fixture
     def storage_factory(self) -> Callable[..., Any]:
         return lambda **options: LruMemoryStorage(max=5000, **options)

@@ -25,6 +25,7 @@ from botstate.testing import StorageConformance
 
 
 class TestSQLiteStorage(StorageConformance):
+    full_contract = True
     persistent = True
     distributed_locks = True
 
