@@ -174,6 +174,30 @@ async def test_a_table_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
         await SQLiteStorage(path).start()
 
 
+async def test_table_names_differing_only_in_case_are_refused(tmp_path: Path) -> None:
+    """SQLite names ignore case: ``Chats`` and ``chats`` would silently share one table."""
+    path = tmp_path / "db"
+    async with SQLiteStorage(path, table="Chats") as chats:
+        await chats.set("k", "ours")
+        async with chats.lock("L", lease=5):
+            for spelling in ("chats", "CHATS"):
+                other = SQLiteStorage(path, table=spelling)
+                with pytest.raises(ConfigError, match="Chats") as info:
+                    await other.start()
+                assert isinstance(info.value, ValueError)
+                with pytest.raises(ConfigError):
+                    await other.get("k")  # a lazily opened storage is refused the same way
+                await other.stop()
+        assert await chats.get("k") == "ours"
+    async with SQLiteStorage(path, table="Chats") as again:  # the registered spelling still opens
+        assert await again.get("k") == "ours"
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT name FROM botstate_tables").fetchall() == [("Chats",)]
+    finally:
+        conn.close()
+
+
 async def test_a_foreign_table_of_the_same_name_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "db"
     conn = sqlite3.connect(path)

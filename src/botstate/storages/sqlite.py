@@ -174,8 +174,10 @@ class SQLiteStorage(BaseStorage[V]):
         if not check_schema(cursor, self.table):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in create_schema_sql(self.table):
-                    conn.execute(statement)
+                # Again under the write lock: another process may have registered a spelling since.
+                if not check_schema(cursor, self.table):
+                    for statement in create_schema_sql(self.table):
+                        conn.execute(statement)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
