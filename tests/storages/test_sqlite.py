@@ -21,6 +21,7 @@ from botstate import (
     open_storage,
 )
 from botstate.storages._sqlite_schema import SCHEMA_VERSION
+from botstate.storages.sqlite import PAGE
 from botstate.testing import StorageConformance
 
 
@@ -467,3 +468,75 @@ async def test_lock_of_a_killed_process_frees_within_its_lease(tmp_path: Path) -
                 assert held.token > child_token
     finally:
         await kill(holder)
+
+
+async def test_a_large_set_many_yields_to_the_loop_and_appears_at_once(tmp_path: Path) -> None:
+    pages = 20
+    count = pages * PAGE
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        done = False
+        ticks = 0
+        partial: list[bool] = []  # whether the last key was there whenever the first one was
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                if await storage.has("bulk:0"):
+                    partial.append(not await storage.has(f"bulk:{count - 1}"))
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        start = ticks
+        other = asyncio.create_task(storage.set("written-meanwhile", 1))
+        await storage.set_many({f"bulk:{i}": i for i in range(count)})
+        during = ticks - start
+        done = True
+        await task
+        await other
+        assert during >= pages - 1  # the loop ran between every two pages
+        assert not any(partial)  # readers never saw part of the batch
+        assert await storage.get_many(["bulk:0", f"bulk:{count - 1}", "written-meanwhile"]) == [
+            0,
+            count - 1,
+            1,
+        ]
+
+
+async def test_a_large_set_many_failing_on_its_last_page_writes_nothing(tmp_path: Path) -> None:
+    count = 5 * PAGE
+    mapping: dict[str, Any] = {f"bulk:{i}": i for i in range(count)}
+    mapping["\ud800"] = "unencodable key, last"
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        with pytest.raises(ValueError):
+            await storage.set_many(mapping)
+        assert await storage.get_many(["bulk:0", f"bulk:{count - 1}"]) == [None, None]
+        await storage.set("after", 1)  # the write lock was released
+        assert [key async for key in storage.keys("*")] == ["after"]
+
+
+async def test_wal_checkpoints_run_in_a_thread_and_keep_the_wal_small(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    wal = tmp_path / "db-wal"
+    value = "x" * 4000  # about one database page per entry
+    rounds, per_round = 10, 200
+    async with SQLiteStorage(path) as storage:
+        checkpointer = storage._checkpointer
+        assert checkpointer is not None
+        assert storage._conn is not None
+        assert storage._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)  # none in a COMMIT
+        largest = 0
+        for r in range(rounds):
+            runs = checkpointer.runs
+            await storage.set_many({f"r{r}:{i}": value for i in range(per_round)})
+            largest = max(largest, wal.stat().st_size)
+            for _ in range(300):  # bounded wait for the thread's checkpoint of this round
+                if checkpointer.runs > runs:
+                    break
+                await asyncio.sleep(0.01)
+            assert checkpointer.runs > runs
+        # Without checkpoints the WAL would hold every round; it is rewound after each one instead.
+        assert largest < 3 * per_round * len(value)
+        assert len([key async for key in storage.keys("*")]) == rounds * per_round
+    assert not checkpointer._thread.is_alive()  # stop() ended the thread
