@@ -540,3 +540,37 @@ async def test_wal_checkpoints_run_in_a_thread_and_keep_the_wal_small(tmp_path: 
         assert largest < 3 * per_round * len(value)
         assert len([key async for key in storage.keys("*")]) == rounds * per_round
     assert not checkpointer._thread.is_alive()  # stop() ended the thread
+
+
+async def test_a_lone_surrogate_key_is_a_value_error_naming_key_and_backend(tmp_path: Path) -> None:
+    bad = "chat:\ud800"
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        await storage.set("fine", 0)
+        calls: dict[str, Callable[[], Any]] = {
+            "get": lambda: storage.get(bad),
+            "set": lambda: storage.set(bad, 1),
+            "has": lambda: storage.has(bad),
+            "delete": lambda: storage.delete(bad),
+            "touch": lambda: storage.touch(bad, 10),
+            "increment": lambda: storage.increment(bad),
+            "compare_and_set": lambda: storage.compare_and_set(bad, 1, expected=None),
+            "get_many": lambda: storage.get_many(["fine", bad]),
+            "set_many": lambda: storage.set_many({"a": 1, bad: 2}),
+            "set_many_paged": lambda: storage.set_many({**{f"n{i}": i for i in range(2 * PAGE)}, bad: 2}),
+        }
+        for name, call in calls.items():
+            with pytest.raises(ValueError, match="not valid text") as info:
+                await call()
+            assert repr(bad) in str(info.value), name
+            assert "sqlite" in str(info.value), name
+        with pytest.raises(ValueError, match="sqlite"):
+            async with storage.lock(bad, lease=5, timeout=1):
+                pass
+        for pattern in (bad, "chat:\ud800*"):
+            with pytest.raises(ValueError, match="sqlite"):
+                [key async for key in storage.keys(pattern)]
+        # A bad key fails alone: a write committed with it in the same batch still lands.
+        results = await asyncio.gather(storage.set("ok", 1), storage.set(bad, 1), return_exceptions=True)
+        assert results[0] is None
+        assert isinstance(results[1], ValueError)
+        assert sorted([key async for key in storage.keys("*")]) == ["fine", "ok"]

@@ -42,6 +42,14 @@ PAGE = 500
 _SYNCHRONOUS = ("normal", "full", "extra")
 
 
+def _is_text(key: str) -> bool:
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class SQLiteLock(LeaseLock[int]):
     """A lock row in ``botstate_locks``; ``token`` comes from a per-table sequence, so it always grows.
 
@@ -255,6 +263,8 @@ class SQLiteStorage(BaseStorage[V]):
             cur = self._cur or (await self._connected())[0]
             try:
                 return cur.execute(sql, params).fetchall()
+            except UnicodeEncodeError as exc:
+                raise self._not_text(key, exc) from exc
             except sqlite3.Error as exc:
                 if not is_busy(exc) or loop.time() >= deadline:
                     raise self._wrap(exc, key) from exc
@@ -269,6 +279,8 @@ class SQLiteStorage(BaseStorage[V]):
         else:
             try:
                 row = cur.execute(self._sql.get, (key,)).fetchone()
+            except UnicodeEncodeError as exc:
+                raise self._not_text(key, exc) from exc
             except sqlite3.Error:
                 row = await self._read_row(key)
         if row is None or (row[1] is not None and row[1] <= now_ms()):
@@ -282,7 +294,21 @@ class SQLiteStorage(BaseStorage[V]):
 
     async def _write(self, op: Op, args: tuple[Any, ...], key: str | None) -> Any:
         writer = self._writer or (await self._connected())[1]
-        return await writer.submit(op, args, key)
+        try:
+            return await writer.submit(op, args, key)
+        except UnicodeEncodeError as exc:
+            raise self._not_text(key, exc) from exc
+
+    def _not_text(self, key: str | None, exc: UnicodeEncodeError) -> ValueError:
+        """SQLite stores text as UTF-8, which a lone surrogate (``"\\ud800"``) is not.
+
+        Raised where sqlite3 fails to bind the key, so valid keys pay for no check.
+        """
+        what = "a key or pattern" if key is None else f"key {key!r}"
+        return ValueError(
+            f"{what} is not valid text: {exc.reason} at position {exc.start}, and SQLite stores "
+            f"text as UTF-8 (backend={self.backend}, key={key!r})"
+        )
 
     @staticmethod
     def _op_execute(cur: sqlite3.Cursor, now: int, sql: str, params: tuple[Any, ...]) -> None:
@@ -300,6 +326,8 @@ class SQLiteStorage(BaseStorage[V]):
         else:
             try:
                 row = cur.execute(self._sql.get, (key,)).fetchone()
+            except UnicodeEncodeError as exc:
+                raise self._not_text(key, exc) from exc
             except sqlite3.Error:
                 row = await self._read_row(key)
         if row is None or (row[1] is not None and row[1] <= now_ms()):
@@ -322,7 +350,10 @@ class SQLiteStorage(BaseStorage[V]):
             data = self._encode_value(key, value)  # raises SerializationError naming the key
         expires = None if ttl_ms is None else now_ms() + ttl_ms
         writer = self._writer or (await self._connected())[1]
-        await writer.submit(self._op_execute, (self._sql.set, (key, data, expires)), key)
+        try:
+            await writer.submit(self._op_execute, (self._sql.set, (key, data, expires)), key)
+        except UnicodeEncodeError as exc:
+            raise self._not_text(key, exc) from exc
 
     async def _get_encoded(self, key: str) -> bytes | None:
         """The stored bytes of a live entry (the sessions' fast path: no decode to compare)."""
@@ -375,10 +406,16 @@ class SQLiteStorage(BaseStorage[V]):
         if ttl_ms is not None:
             expires = now_ms() + ttl_ms
             rows = [(key, data, expires) for key, data, _ in rows]
-        if len(rows) > PAGE and self.path != ":memory:":
-            await self._set_many_paged(rows)
-        else:
-            await self._write(self._op_set_many, (rows,), None)
+        try:
+            if len(rows) > PAGE and self.path != ":memory:":
+                await self._set_many_paged(rows)
+            else:
+                await self._write(self._op_set_many, (rows,), None)
+        except ValueError as exc:
+            if not isinstance(exc.__cause__, UnicodeEncodeError):
+                raise
+            key = next(key for key, _, _ in rows if not _is_text(key))
+            raise self._not_text(key, exc.__cause__) from exc.__cause__
 
     async def _set_many_paged(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         """A big batch: one transaction on a connection of its own, yielding to the loop per page.
@@ -401,6 +438,9 @@ class SQLiteStorage(BaseStorage[V]):
                         await asyncio.sleep(0)
                     conn.executemany(self._sql.set, rows[start : start + PAGE])
                 conn.execute("COMMIT")
+            except UnicodeEncodeError as exc:
+                conn.execute("ROLLBACK")
+                raise self._not_text(None, exc) from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
