@@ -217,6 +217,23 @@ async def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
         await storage.start()
     with pytest.raises(ConfigError):
         await storage.get("k")  # lazily opened operations report the same
+    assert await storage.health() is False  # a probe reports it, and does not raise
+
+
+async def test_health_is_false_for_a_file_that_cannot_be_used(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not an SQLite database " * 100)
+    newer = tmp_path / "newer.db"
+    async with SQLiteStorage(newer) as storage:
+        await storage.set("k", 1)
+    conn = sqlite3.connect(newer)
+    conn.execute("UPDATE botstate_tables SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    for path in (junk, newer):
+        assert await SQLiteStorage(path).health() is False, path
+    async with SQLiteStorage(tmp_path / "fine.db") as fine:
+        assert await fine.health() is True
 
 
 async def test_a_file_that_is_not_a_database_is_unavailable(tmp_path: Path) -> None:

@@ -632,8 +632,9 @@ class SQLiteStorage(BaseStorage[V]):
             signal.set_result(None)
 
     async def health(self) -> bool:
+        """False for a backend that cannot serve: unreachable, unopenable or misconfigured file."""
         try:
             await self._query("SELECT 1", (), None)
-        except StorageError:
+        except Exception:  # a probe answers, it does not raise (ConfigError: a missing directory)
             return False
         return True
