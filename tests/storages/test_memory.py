@@ -57,15 +57,47 @@ async def test_lru_evicts_least_recently_used() -> None:
     assert await storage.get_many(["a", "c", "d"]) == [1, 3, 4]
 
 
-async def test_lru_has_and_delete_do_not_bump_recency() -> None:
+async def test_lru_has_does_not_bump_recency() -> None:
     storage = LruMemoryStorage(max=2)
     await storage.set("a", 1)
     await storage.set("b", 2)
-    assert await storage.has("a")
-    await storage.delete("missing")
+    assert await storage.has("a") is True  # an existing key: a bump would save it
     await storage.set("c", 3)
     assert await storage.has("a") is False
-    assert await storage.get("b") == 2
+    assert await storage.get_many(["b", "c"]) == [2, 3]
+
+
+async def test_lru_delete_does_not_bump_recency() -> None:
+    storage = LruMemoryStorage(max=3)
+    await storage.set_many({"a": 1, "b": 2, "c": 3})
+    assert await storage.delete("b") is True  # deleting another, existing key leaves a oldest
+    await storage.set("d", 4)
+    await storage.set("e", 5)
+    assert await storage.has("a") is False
+    assert await storage.get_many(["c", "d", "e"]) == [3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("use", "bumps"),
+    [
+        (lambda s: s.get("hot"), True),
+        (lambda s: s.set("hot", 2), True),
+        (lambda s: s.increment("hot"), True),  # a hot counter (a rate limit) is not evicted
+        (lambda s: s.compare_and_set("hot", 2, expected=1), True),
+        (lambda s: s.touch("hot", 60), True),  # a touched session is in use
+        (lambda s: s.compare_and_set("hot", 2, expected=5), False),  # a failed CAS wrote nothing
+        (lambda s: s.has("hot"), False),
+    ],
+    ids=["get", "set", "increment", "cas", "touch", "failed-cas", "has"],
+)
+async def test_lru_recency_of_each_operation(use: Callable[[Any], Any], bumps: bool) -> None:
+    storage = LruMemoryStorage(max=2)
+    await storage.set("hot", 1)
+    await storage.set("other", 1)  # "hot" is now the least recently used
+    await use(storage)
+    await storage.set("new", 1)  # evicts one of the two
+    assert await storage.has("hot") is bumps
+    assert await storage.has("other") is not bumps
 
 
 async def test_lru_set_bumps_recency() -> None:
