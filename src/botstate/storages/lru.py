@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._ttl import TTL
 from ..codecs import Codec
+from ..errors import ConfigError
 from ._base import V, bad_key
 from .memory import MemoryStorage
 
@@ -36,7 +37,7 @@ class LruMemoryStorage(MemoryStorage[V]):
         sweep_interval: float | None = None,
     ) -> None:
         if type(max) is not int or max < 1:
-            raise ValueError(f"max must be an int >= 1, got {max!r}")
+            raise ConfigError(f"max must be an int >= 1, got {max!r}")
         self.max = max
         super().__init__(data, default_ttl=default_ttl, codec=codec, sweep_interval=sweep_interval)
 
