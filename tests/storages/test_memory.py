@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -144,3 +145,17 @@ async def test_lru_encoded_access_keeps_recency_and_eviction() -> None:
     assert await storage._get_encoded("a") == b"1"  # a is now the most recent
     await storage._set_encoded("c", b"3", None)  # evicts b, like set
     assert await storage.get_many(["a", "b", "c"]) == [1, None, 3]
+
+
+class Chat(enum.StrEnum):
+    MAIN = "chat:main"
+
+
+@pytest.mark.parametrize("factory", [MemoryStorage, lambda: LruMemoryStorage(max=10)], ids=["memory", "lru"])
+async def test_a_str_subclass_key_is_refused_saying_how_to_pass_it(factory: Any) -> None:
+    storage = factory()
+    for call in (storage.get, storage.has, storage.delete, lambda k: storage.set(k, 1)):
+        with pytest.raises(TypeError, match=r"plain str.*StrEnum.*str\(key\)"):
+            await call(Chat.MAIN)
+    await storage.set(str(Chat.MAIN), 1)  # what the message says to do works
+    assert await storage.get("chat:main") == 1

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import signal
 import sqlite3
@@ -591,3 +592,21 @@ async def test_a_lone_surrogate_key_is_a_value_error_naming_key_and_backend(tmp_
         assert results[0] is None
         assert isinstance(results[1], ValueError)
         assert sorted([key async for key in storage.keys("*")]) == ["fine", "ok"]
+
+
+async def test_a_str_subclass_key_is_refused_saying_how_to_pass_it(tmp_path: Path) -> None:
+    class Chat(enum.StrEnum):
+        MAIN = "chat:main"
+
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        for call in (
+            storage.get,
+            storage.has,
+            storage.delete,
+            storage.increment,
+            lambda k: storage.set(k, 1),
+        ):
+            with pytest.raises(TypeError, match=r"plain str.*str\(key\)"):
+                await call(Chat.MAIN)
+        await storage.set(str(Chat.MAIN), 1)
+        assert await storage.get("chat:main") == 1
