@@ -461,6 +461,18 @@ class StorageConformance:
             assert await storage.compare_and_set("gone", 2, expected=None) is True
             assert await storage.get("gone") == 2
 
+    async def test_iteration_hides_expired_entries(self, storage: Any) -> None:
+        _need(storage, "ttl", "iteration")
+        await storage.set("gone:1", "old", ttl=TTL)
+        await storage.set("gone:2", {"v": 2}, ttl=TTL)
+        await storage.set("kept", "new")
+        assert sorted(map(str, await _collect(storage.values()))) == sorted(["old", "{'v': 2}", "new"])
+        await asyncio.sleep(PAST_TTL)
+        assert await _collect(storage.values()) == ["new"]
+        assert await _collect(storage.values("gone:*")) == []
+        assert await _collect(storage.entries()) == [("kept", "new")]
+        assert await _collect(storage.keys("gone:?")) == []
+
     async def test_expired_counter_restarts_from_zero(self, storage: Any) -> None:
         _need(storage, "ttl", "atomic")
         assert await storage.increment("hits", 5, ttl=TTL) == 5
