@@ -41,18 +41,32 @@ def test_escaped_prefix_does_not_widen_a_pattern() -> None:
         ("[a-c]", ["a", "b", "c"], ["d", "-", "A"]),
         ("[z-a]", ["a", "m", "z"], ["[z-a]", "-"]),  # reversed ranges are swapped, as in Redis
         ("[a-c-e]", ["a", "c", "-", "e"], ["d"]),  # a range does not start another one
-        ("[a-]", ["a", "-"], ["b"]),
+        # Each corner below reads as Redis 7 reads it (checked against HSCAN MATCH on a server).
         ("[-a]", ["a", "-"], ["b"]),
-        ("[^a]", ["b", "-"], ["a", ""]),
-        ("[!a]", ["b"], ["a"]),
+        ("[a-]", ["a", "]", "^"], ["-", "b"]),  # "a-]" is the range "]".."a"; the set is unclosed
+        ("[a-", ["a", "-"], ["b"]),
+        ("[--a]", ["-", "[", "]", "a"], ["b", "!"]),
+        ("[^a]", ["b", "-", "!"], ["a", ""]),
+        ("[!a]", ["!", "a"], ["b"]),  # only "^" negates
+        ("[!]", ["!"], ["a"]),
         ("[\\]]", ["]"], ["\\"]),
-        ("[]a]", ["]", "a"], ["b"]),
-        ("[\\a-\\c]", ["b"], ["\\"]),
+        ("[\\]", ["]"], ["[]", "\\"]),  # an escaped "]" does not close the set
+        ("[]a]", [], ["]", "a", "]a]", "b"]),  # "[]" is an empty set: it matches nothing
+        ("[]", [], ["", "]", "[]", "a"]),
+        ("[^]", ["a", "]", "^"], ["", "ab"]),  # a negated empty set is any one character
+        ("[^]]", ["a]", "]]"], ["a", "]"]),
+        ("[\\a-\\c]", ["a", "-", "c"], ["b", "\\"]),  # escapes do not make range ends
+        ("[a-\\]", ["a", "\\", "]", "^"], ["b"]),
         ("[.]", ["."], ["x"]),
         ("\\*", ["*"], ["x", "\\*"]),
         ("a\\", ["a\\"], ["a"]),  # a trailing backslash is itself
-        ("[abc", ["[abc"], ["a"]),  # an unclosed bracket is a literal "["
-        ("x[", ["x["], ["x"]),
+        ("\\", ["\\"], [""]),
+        ("[abc", ["a", "b", "c"], ["[abc", "d"]),  # an unclosed set runs to the end of the pattern
+        ("[a\\", ["a", "\\"], ["[a\\"]),
+        ("[abc\\]", ["a", "]"], ["\\"]),
+        ("[", [], ["[", ""]),
+        ("x[", [], ["x[", "x"]),
+        ("*[", [], ["[", "x["]),
         ("User:*", ["User:1"], ["user:1"]),  # always case-sensitive
         ("ключ*", ["ключ:1"], ["КЛЮЧ:1"]),
     ],
@@ -79,7 +93,8 @@ def test_compile_glob_matches_whole_keys_only() -> None:
         ("user\\*:*", "user*:", False),
         ("*", "", False),
         ("", "", True),
-        ("[abc", "[abc", True),
+        ("[abc", "", False),
+        ("x[", "x", False),
         ("a\\", "a\\", True),
     ],
 )

@@ -74,6 +74,43 @@ def test_unknown_option_is_a_config_error_naming_it() -> None:
         open_storage("memory://?colour=blue")
 
 
+@pytest.mark.parametrize(
+    ("url", "option"),
+    [
+        ("lru://?max=0", "max=0"),
+        ("lru://?max=1e3", "max=1e3"),
+        ("lru://?max=many", "max=many"),
+        ("memory://?default_ttl=-1", "default_ttl=-1"),
+        ("memory://?default_ttl=soon", "default_ttl=soon"),
+        ("lru://?max=3&sweep_interval=0", "sweep_interval=0"),
+    ],
+)
+def test_a_bad_option_value_is_a_config_error_naming_url_and_option(url: str, option: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_storage(url)
+    assert isinstance(info.value, ValueError)  # what code catching ValueError already expects
+    assert repr(url) in str(info.value)
+    assert option in str(info.value)
+
+
+def test_a_bad_keyword_option_is_a_config_error_too() -> None:
+    with pytest.raises(ConfigError, match="max=0"):
+        open_storage("lru://", max=0)
+
+
+@pytest.mark.parametrize(
+    "url", ["memory://somehost/path", "memory://somehost", "lru://x/?max=3", "lru:///db"]
+)
+def test_in_process_schemes_refuse_a_host_or_path(url: str) -> None:
+    with pytest.raises(ConfigError, match="takes no host or path"):
+        open_storage(url)
+
+
+@pytest.mark.parametrize("url", ["memory://", "memory:///", "lru://?max=3", "lru:///?max=3"])
+def test_in_process_schemes_take_an_empty_location(url: str) -> None:
+    assert isinstance(open_storage(url), MemoryStorage)
+
+
 def test_unknown_scheme_is_a_config_error_listing_known_schemes() -> None:
     with pytest.raises(ConfigError) as info:
         open_storage("nosuchdb://localhost/0")

@@ -1,10 +1,13 @@
 """Redis-style glob patterns, translated once for every backend.
 
-Supported: ``*`` (any run), ``?`` (one character), ``[abc]``, ``[a-z]``, ``[^a]``/``[!a]`` and ``\\``
-escaping the next character. Matching is always case-sensitive. Backends use :func:`compile_glob`
-to filter in Python, :func:`literal_prefix` to narrow a range scan, :func:`escape` to embed a
-literal (a key prefix) in a pattern, :func:`to_like` for SQL ``LIKE`` with an explicit escape, and
-:func:`to_byte_like` for a ``LIKE`` prefilter on UTF-8 bytes.
+Supported: ``*`` (any run), ``?`` (one character), ``[abc]``, ``[a-z]``, ``[^a]`` and ``\\``
+escaping the next character, with Redis's reading of every corner (see :func:`_scan_bracket`):
+``[!a]`` is ``!`` or ``a``, ``[]a]`` matches nothing, ``[abc`` is the set ``[abc]``, and a
+trailing ``\\`` is itself. Matching is always case-sensitive, by character where Redis compares
+bytes. Backends use :func:`compile_glob` to filter in Python, :func:`literal_prefix` to narrow a
+range scan, :func:`escape` to embed a literal (a key prefix) in a pattern, :func:`to_like` for
+SQL ``LIKE`` with an explicit escape, and :func:`to_byte_like` for a ``LIKE`` prefilter on UTF-8
+bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,43 @@ _GLOB_SPECIAL = frozenset("*?[]\\")
 def escape(literal: str) -> str:
     """Escape ``literal`` so that it matches only itself inside a glob pattern."""
     return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in literal)
+
+
+def _scan_bracket(pattern: str, j: int) -> tuple[list[str], bool, int]:
+    """Read a set starting after its ``[`` exactly as Redis's ``stringmatchlen`` does.
+
+    Returns the regex items, whether the set is negated, and where the pattern resumes. Only ``^``
+    negates (``[!a]`` is ``!`` or ``a``); ``\\`` escapes the next character; ``x-y`` is a range
+    (reversed ones swapped), whatever ``y`` is, even ``]`` or ``\\``; a ``]`` right after ``[`` or
+    ``[^`` closes an empty set (matching nothing, or any one character when negated); and a set
+    left unclosed runs to the end of the pattern.
+    """
+    n = len(pattern)
+    negate = j < n and pattern[j] == "^"
+    if negate:
+        j += 1
+    items: list[str] = []
+    while j < n:
+        c = pattern[j]
+        if c == "\\" and n - j >= 2:
+            j += 1
+            items.append(re.escape(pattern[j]))
+        elif c == "]":
+            return items, negate, j + 1
+        elif n - j >= 3 and pattern[j + 1] == "-":
+            lo, hi = sorted((c, pattern[j + 2]))
+            items.append(f"{re.escape(lo)}-{re.escape(hi)}")
+            j += 2
+        else:
+            items.append(re.escape(c))
+        j += 1
+    return items, negate, n
+
+
+def _set_regex(items: list[str], negate: bool) -> str:
+    if not items:
+        return "." if negate else "(?!)"
+    return ("[^" if negate else "[") + "".join(items) + "]"
 
 
 def _tokens(pattern: str) -> list[tuple[str, str]]:
@@ -40,43 +80,8 @@ def _tokens(pattern: str) -> list[tuple[str, str]]:
             out.append(("one", ""))
             i += 1
         elif ch == "[":
-            j = i + 1
-            negate = j < n and pattern[j] in "^!"
-            if negate:
-                j += 1
-            items: list[str] = []
-            single: str | None = None  # the last item, when it is one character (a range may start)
-            closed = False
-            while j < n:
-                c = pattern[j]
-                if c == "]" and items:
-                    closed = True
-                    break
-                if c == "\\" and j + 1 < n:
-                    single = pattern[j + 1]
-                    items.append(re.escape(single))
-                    j += 2
-                    continue
-                if c == "-" and single is not None and j + 1 < n and pattern[j + 1] != "]":
-                    nxt = pattern[j + 1]
-                    if nxt == "\\" and j + 2 < n:
-                        nxt = pattern[j + 2]
-                        j += 1
-                    items.pop()
-                    lo, hi = sorted((single, nxt))  # a reversed range is swapped, as Redis does
-                    items.append(f"{re.escape(lo)}-{re.escape(hi)}")
-                    single = None
-                    j += 2
-                    continue
-                single = c
-                items.append(re.escape(c))
-                j += 1
-            if not closed:  # an unclosed bracket is a literal "[", as in Redis
-                out.append(("lit", "["))
-                i += 1
-                continue
-            out.append(("set", ("[^" if negate else "[") + "".join(items) + "]"))
-            i = j + 1
+            items, negate, i = _scan_bracket(pattern, i + 1)
+            out.append(("set", _set_regex(items, negate)))
         else:
             out.append(("lit", ch))
             i += 1

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .errors import ConfigError
+from .errors import BotstateError, ConfigError
 
 __all__ = ["open_storage", "parse_query", "url_path", "known_schemes"]
 
@@ -40,6 +40,9 @@ _BUILTIN: Mapping[str, str] = {
 }
 
 ENTRY_POINT_GROUP = "botstate.storages"
+
+_NO_LOCATION = frozenset({"memory", "lru"})
+"""Schemes whose storage lives in the process: a host or path in the URL would be ignored."""
 
 
 def _plugins() -> dict[str, Any]:
@@ -83,8 +86,17 @@ def open_storage(url: str, **options: Any) -> Any:
                 f"unknown storage scheme {scheme!r}; known schemes: {', '.join(known_schemes())}"
             )
         factory = plugin.load()
+    if scheme in _NO_LOCATION and url.split("://", 1)[1].split("?", 1)[0] not in ("", "/"):
+        raise ConfigError(f"{url!r}: {scheme}:// takes no host or path, only options ({scheme}://?...)")
     from_url = getattr(factory, "from_url", None)
-    return from_url(url, **options) if from_url is not None else factory(url, **options)
+    try:
+        return from_url(url, **options) if from_url is not None else factory(url, **options)
+    except (ValueError, TypeError) as exc:  # an option's value, from the query or a keyword
+        if (isinstance(exc, BotstateError) and not isinstance(exc, ConfigError)) or url in str(exc):
+            raise
+        given = [f"{name}={value}" for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True)]
+        given += [f"{name}={value!r}" for name, value in options.items()]
+        raise ConfigError(f"invalid option in {url!r} ({', '.join(given) or 'none given'}): {exc}") from exc
 
 
 def _coerce(value: str) -> Any:

@@ -21,6 +21,7 @@ ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.entry")
 
 
 class TestFileStorage(StorageConformance):
+    full_contract = True
     persistent = True
     distributed_locks = True
 

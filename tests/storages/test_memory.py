@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from botstate.testing import StorageConformance
 
 
 class TestMemoryStorage(StorageConformance):
+    full_contract = True
+
     @pytest.fixture
     def storage_factory(self) -> Callable[..., Any]:
         return MemoryStorage
@@ -39,6 +42,8 @@ async def test_per_key_lock_table_is_pruned() -> None:
 
 
 class TestLruMemoryStorage(StorageConformance):
+    full_contract = True
+
     @pytest.fixture
     def storage_factory(self) -> Callable[..., Any]:
         return lambda **options: LruMemoryStorage(max=5000, **options)
@@ -53,15 +58,47 @@ async def test_lru_evicts_least_recently_used() -> None:
     assert await storage.get_many(["a", "c", "d"]) == [1, 3, 4]
 
 
-async def test_lru_has_and_delete_do_not_bump_recency() -> None:
+async def test_lru_has_does_not_bump_recency() -> None:
     storage = LruMemoryStorage(max=2)
     await storage.set("a", 1)
     await storage.set("b", 2)
-    assert await storage.has("a")
-    await storage.delete("missing")
+    assert await storage.has("a") is True  # an existing key: a bump would save it
     await storage.set("c", 3)
     assert await storage.has("a") is False
-    assert await storage.get("b") == 2
+    assert await storage.get_many(["b", "c"]) == [2, 3]
+
+
+async def test_lru_delete_does_not_bump_recency() -> None:
+    storage = LruMemoryStorage(max=3)
+    await storage.set_many({"a": 1, "b": 2, "c": 3})
+    assert await storage.delete("b") is True  # deleting another, existing key leaves a oldest
+    await storage.set("d", 4)
+    await storage.set("e", 5)
+    assert await storage.has("a") is False
+    assert await storage.get_many(["c", "d", "e"]) == [3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("use", "bumps"),
+    [
+        (lambda s: s.get("hot"), True),
+        (lambda s: s.set("hot", 2), True),
+        (lambda s: s.increment("hot"), True),  # a hot counter (a rate limit) is not evicted
+        (lambda s: s.compare_and_set("hot", 2, expected=1), True),
+        (lambda s: s.touch("hot", 60), True),  # a touched session is in use
+        (lambda s: s.compare_and_set("hot", 2, expected=5), False),  # a failed CAS wrote nothing
+        (lambda s: s.has("hot"), False),
+    ],
+    ids=["get", "set", "increment", "cas", "touch", "failed-cas", "has"],
+)
+async def test_lru_recency_of_each_operation(use: Callable[[Any], Any], bumps: bool) -> None:
+    storage = LruMemoryStorage(max=2)
+    await storage.set("hot", 1)
+    await storage.set("other", 1)  # "hot" is now the least recently used
+    await use(storage)
+    await storage.set("new", 1)  # evicts one of the two
+    assert await storage.has("hot") is bumps
+    assert await storage.has("other") is not bumps
 
 
 async def test_lru_set_bumps_recency() -> None:
@@ -108,3 +145,17 @@ async def test_lru_encoded_access_keeps_recency_and_eviction() -> None:
     assert await storage._get_encoded("a") == b"1"  # a is now the most recent
     await storage._set_encoded("c", b"3", None)  # evicts b, like set
     assert await storage.get_many(["a", "b", "c"]) == [1, None, 3]
+
+
+class Chat(enum.StrEnum):
+    MAIN = "chat:main"
+
+
+@pytest.mark.parametrize("factory", [MemoryStorage, lambda: LruMemoryStorage(max=10)], ids=["memory", "lru"])
+async def test_a_str_subclass_key_is_refused_saying_how_to_pass_it(factory: Any) -> None:
+    storage = factory()
+    for call in (storage.get, storage.has, storage.delete, lambda k: storage.set(k, 1)):
+        with pytest.raises(TypeError, match=r"plain str.*StrEnum.*str\(key\)"):
+            await call(Chat.MAIN)
+    await storage.set(str(Chat.MAIN), 1)  # what the message says to do works
+    assert await storage.get("chat:main") == 1

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import signal
 import sqlite3
@@ -21,10 +22,12 @@ from botstate import (
     open_storage,
 )
 from botstate.storages._sqlite_schema import SCHEMA_VERSION
+from botstate.storages.sqlite import PAGE
 from botstate.testing import StorageConformance
 
 
 class TestSQLiteStorage(StorageConformance):
+    full_contract = True
     persistent = True
     distributed_locks = True
 
@@ -173,6 +176,30 @@ async def test_a_table_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
         await SQLiteStorage(path).start()
 
 
+async def test_table_names_differing_only_in_case_are_refused(tmp_path: Path) -> None:
+    """SQLite names ignore case: ``Chats`` and ``chats`` would silently share one table."""
+    path = tmp_path / "db"
+    async with SQLiteStorage(path, table="Chats") as chats:
+        await chats.set("k", "ours")
+        async with chats.lock("L", lease=5):
+            for spelling in ("chats", "CHATS"):
+                other = SQLiteStorage(path, table=spelling)
+                with pytest.raises(ConfigError, match="Chats") as info:
+                    await other.start()
+                assert isinstance(info.value, ValueError)
+                with pytest.raises(ConfigError):
+                    await other.get("k")  # a lazily opened storage is refused the same way
+                await other.stop()
+        assert await chats.get("k") == "ours"
+    async with SQLiteStorage(path, table="Chats") as again:  # the registered spelling still opens
+        assert await again.get("k") == "ours"
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT name FROM botstate_tables").fetchall() == [("Chats",)]
+    finally:
+        conn.close()
+
+
 async def test_a_foreign_table_of_the_same_name_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "db"
     conn = sqlite3.connect(path)
@@ -191,6 +218,23 @@ async def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
         await storage.start()
     with pytest.raises(ConfigError):
         await storage.get("k")  # lazily opened operations report the same
+    assert await storage.health() is False  # a probe reports it, and does not raise
+
+
+async def test_health_is_false_for_a_file_that_cannot_be_used(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not an SQLite database " * 100)
+    newer = tmp_path / "newer.db"
+    async with SQLiteStorage(newer) as storage:
+        await storage.set("k", 1)
+    conn = sqlite3.connect(newer)
+    conn.execute("UPDATE botstate_tables SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    for path in (junk, newer):
+        assert await SQLiteStorage(path).health() is False, path
+    async with SQLiteStorage(tmp_path / "fine.db") as fine:
+        assert await fine.health() is True
 
 
 async def test_a_file_that_is_not_a_database_is_unavailable(tmp_path: Path) -> None:
@@ -442,3 +486,127 @@ async def test_lock_of_a_killed_process_frees_within_its_lease(tmp_path: Path) -
                 assert held.token > child_token
     finally:
         await kill(holder)
+
+
+async def test_a_large_set_many_yields_to_the_loop_and_appears_at_once(tmp_path: Path) -> None:
+    pages = 20
+    count = pages * PAGE
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        done = False
+        ticks = 0
+        partial: list[bool] = []  # whether the last key was there whenever the first one was
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                if await storage.has("bulk:0"):
+                    partial.append(not await storage.has(f"bulk:{count - 1}"))
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        start = ticks
+        other = asyncio.create_task(storage.set("written-meanwhile", 1))
+        await storage.set_many({f"bulk:{i}": i for i in range(count)})
+        during = ticks - start
+        done = True
+        await task
+        await other
+        assert during >= pages - 1  # the loop ran between every two pages
+        assert not any(partial)  # readers never saw part of the batch
+        assert await storage.get_many(["bulk:0", f"bulk:{count - 1}", "written-meanwhile"]) == [
+            0,
+            count - 1,
+            1,
+        ]
+
+
+async def test_a_large_set_many_failing_on_its_last_page_writes_nothing(tmp_path: Path) -> None:
+    count = 5 * PAGE
+    mapping: dict[str, Any] = {f"bulk:{i}": i for i in range(count)}
+    mapping["\ud800"] = "unencodable key, last"
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        with pytest.raises(ValueError):
+            await storage.set_many(mapping)
+        assert await storage.get_many(["bulk:0", f"bulk:{count - 1}"]) == [None, None]
+        await storage.set("after", 1)  # the write lock was released
+        assert [key async for key in storage.keys("*")] == ["after"]
+
+
+async def test_wal_checkpoints_run_in_a_thread_and_keep_the_wal_small(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    wal = tmp_path / "db-wal"
+    value = "x" * 4000  # about one database page per entry
+    rounds, per_round = 10, 200
+    async with SQLiteStorage(path) as storage:
+        checkpointer = storage._checkpointer
+        assert checkpointer is not None
+        assert storage._conn is not None
+        assert storage._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)  # none in a COMMIT
+        largest = 0
+        for r in range(rounds):
+            runs = checkpointer.runs
+            await storage.set_many({f"r{r}:{i}": value for i in range(per_round)})
+            largest = max(largest, wal.stat().st_size)
+            for _ in range(300):  # bounded wait for the thread's checkpoint of this round
+                if checkpointer.runs > runs:
+                    break
+                await asyncio.sleep(0.01)
+            assert checkpointer.runs > runs
+        # Without checkpoints the WAL would hold every round; it is rewound after each one instead.
+        assert largest < 3 * per_round * len(value)
+        assert len([key async for key in storage.keys("*")]) == rounds * per_round
+    assert not checkpointer._thread.is_alive()  # stop() ended the thread
+
+
+async def test_a_lone_surrogate_key_is_a_value_error_naming_key_and_backend(tmp_path: Path) -> None:
+    bad = "chat:\ud800"
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        await storage.set("fine", 0)
+        calls: dict[str, Callable[[], Any]] = {
+            "get": lambda: storage.get(bad),
+            "set": lambda: storage.set(bad, 1),
+            "has": lambda: storage.has(bad),
+            "delete": lambda: storage.delete(bad),
+            "touch": lambda: storage.touch(bad, 10),
+            "increment": lambda: storage.increment(bad),
+            "compare_and_set": lambda: storage.compare_and_set(bad, 1, expected=None),
+            "get_many": lambda: storage.get_many(["fine", bad]),
+            "set_many": lambda: storage.set_many({"a": 1, bad: 2}),
+            "set_many_paged": lambda: storage.set_many({**{f"n{i}": i for i in range(2 * PAGE)}, bad: 2}),
+        }
+        for name, call in calls.items():
+            with pytest.raises(ValueError, match="not valid text") as info:
+                await call()
+            assert repr(bad) in str(info.value), name
+            assert "sqlite" in str(info.value), name
+        with pytest.raises(ValueError, match="sqlite"):
+            async with storage.lock(bad, lease=5, timeout=1):
+                pass
+        for pattern in (bad, "chat:\ud800*"):
+            with pytest.raises(ValueError, match="sqlite"):
+                [key async for key in storage.keys(pattern)]
+        # A bad key fails alone: a write committed with it in the same batch still lands.
+        results = await asyncio.gather(storage.set("ok", 1), storage.set(bad, 1), return_exceptions=True)
+        assert results[0] is None
+        assert isinstance(results[1], ValueError)
+        assert sorted([key async for key in storage.keys("*")]) == ["fine", "ok"]
+
+
+async def test_a_str_subclass_key_is_refused_saying_how_to_pass_it(tmp_path: Path) -> None:
+    class Chat(enum.StrEnum):
+        MAIN = "chat:main"
+
+    async with SQLiteStorage(tmp_path / "db") as storage:
+        for call in (
+            storage.get,
+            storage.has,
+            storage.delete,
+            storage.increment,
+            lambda k: storage.set(k, 1),
+        ):
+            with pytest.raises(TypeError, match=r"plain str.*str\(key\)"):
+                await call(Chat.MAIN)
+        await storage.set(str(Chat.MAIN), 1)
+        assert await storage.get("chat:main") == 1

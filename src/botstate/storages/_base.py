@@ -47,8 +47,14 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def bad_key(key: object) -> NoReturn:
+    """Explain why ``key`` was refused. Backends test ``type(key) is str``, the fastest check."""
     if not isinstance(key, str):
         raise TypeError(f"storage keys are str, not {type(key).__name__}")
+    if type(key) is not str:  # a StrEnum member or another subclass: its str() may differ
+        raise TypeError(
+            f"storage keys must be plain str, not the str subclass {type(key).__name__} "
+            "(a StrEnum member, for instance): pass str(key)"
+        )
     raise ValueError("storage keys must not be empty")
 
 

@@ -64,13 +64,26 @@ def create_schema_sql(table: str) -> list[str]:
 
 
 def check_schema(cursor: sqlite3.Cursor, table: str) -> bool:
-    """True when ``table`` exists at the current version; ConfigError when it is from the future."""
+    """True when ``table`` exists at the current version; ConfigError when it is from the future.
+
+    SQLite identifiers ignore ASCII case, so ``Chats`` and ``chats`` would be one table while the
+    registry and lock rows told them apart: a name registered under another spelling is refused.
+    """
     try:
-        row = cursor.execute(f"SELECT version FROM {REGISTRY} WHERE name = ?", (table,)).fetchone()
+        rows = cursor.execute(
+            f"SELECT name, version FROM {REGISTRY} WHERE name = ? COLLATE NOCASE", (table,)
+        ).fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return False
         raise
+    for name, _ in rows:
+        if name != table:
+            raise ConfigError(
+                f"SQLite table name {table!r} differs only in case from the table {name!r} already "
+                "in this file, and SQLite names ignore case: use the same spelling, or another name"
+            )
+    row = rows[0][1:] if rows else None
     if row is None:
         return False
     if row[0] > SCHEMA_VERSION:

@@ -4,8 +4,9 @@ A write is a small function ``op(cursor, now_ms, *args)`` queued with a future. 
 scheduled with ``call_soon`` when the first write arrives, runs every queued op inside one
 ``BEGIN IMMEDIATE ... COMMIT`` and resolves the futures only after the commit: a write is
 acknowledged once it is durable, fifty concurrent writers pay for one commit, and a lone write
-still commits on the next loop iteration. Nothing here uses threads: each statement is a few
-microseconds, and SQLite is opened with ``busy_timeout=0`` so it never sleeps inside the loop.
+still commits on the next loop iteration. The group commit uses no thread: each statement is a few
+microseconds, and SQLite is opened with ``busy_timeout=0`` so it never sleeps inside the loop. Only
+WAL checkpoints, which copy pages into the database file, run in a thread (``Checkpointer``).
 When another process holds the write lock, ``BEGIN IMMEDIATE`` fails at once with SQLITE_BUSY and
 the flush is retried with ``call_later`` backoff, each write failing with ``StorageUnavailable``
 once it has waited ``busy_timeout`` seconds.
@@ -21,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from .._ttl import now_ms
 from ..errors import StorageError
 
-__all__ = ["GroupCommit", "Op", "is_busy"]
+__all__ = ["Checkpointer", "GroupCommit", "Op", "is_busy"]
 
 Op = Callable[..., Any]
 """``op(cursor, now_ms, *args) -> result``; runs inside the shared write transaction."""
@@ -71,8 +73,10 @@ class GroupCommit:
         *,
         busy_timeout: float,
         wrap: Callable[[BaseException, str | None], StorageError],
+        committed: Callable[[], None] = lambda: None,
     ) -> None:
         self._conn = conn
+        self._committed = committed
         self._cursor = conn.cursor()
         self._busy_timeout = busy_timeout
         self._wrap = wrap
@@ -196,6 +200,7 @@ class GroupCommit:
         except sqlite3.Error as exc:
             self._abandon([entry for entry, _, _ in ran], exc)
             return
+        self._committed()
         for entry, value, failed in ran:
             if entry.future.done():  # cancelled while queued behind a BEGIN retry
                 continue
@@ -203,3 +208,51 @@ class GroupCommit:
                 entry.future.set_exception(value)
             else:
                 entry.future.set_result(value)
+
+
+class Checkpointer:
+    """WAL checkpoints in a thread of their own, so no COMMIT on the event loop copies pages.
+
+    The storage's connections run with ``wal_autocheckpoint=0``; after a commit the writer pokes
+    this thread, which runs ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection, at most once
+    per ``interval`` seconds. PASSIVE never waits for readers or writers, and the first write after
+    a complete checkpoint rewinds the WAL, so it stays about as large as the writes of one interval
+    (as with SQLite's own automatic checkpoint, a reader that never finishes can hold it longer).
+    """
+
+    def __init__(self, path: str, *, interval: float = 0.1) -> None:
+        self._path = path
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.runs = 0
+        """Checkpoints attempted so far (read by tests)."""
+        self._thread = threading.Thread(target=self._work, name="botstate-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """End the thread, off the loop: it may be in the middle of a checkpoint."""
+        self._stop.set()
+        self._wake.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def _work(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass  # busy, or the file went away: the next commit pokes again
+                self.runs += 1
+                if self._stop.wait(self._interval):
+                    return
+        finally:
+            conn.close()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._ttl import TTL
 from ..codecs import Codec
+from ..errors import ConfigError
 from ._base import V, bad_key
 from .memory import MemoryStorage
 
@@ -17,8 +18,10 @@ __all__ = ["LruMemoryStorage"]
 class LruMemoryStorage(MemoryStorage[V]):
     """A ``MemoryStorage`` holding at most ``max`` entries: bounded memory for caches.
 
-    ``get`` and ``set`` make a key the most recently used; ``has``, ``delete`` and iteration do not,
-    so checking for a key never keeps it alive.
+    Reads and writes of a key make it the most recently used: ``get``, every write (``set``,
+    ``set_many``, a successful ``compare_and_set``, ``increment``, so a hot counter such as a rate
+    limit is never the one evicted) and a successful ``touch``, which says the key is in use.
+    ``has``, ``delete`` and iteration do not, so checking for a key never keeps it alive.
     """
 
     backend = "lru"
@@ -34,7 +37,7 @@ class LruMemoryStorage(MemoryStorage[V]):
         sweep_interval: float | None = None,
     ) -> None:
         if type(max) is not int or max < 1:
-            raise ValueError(f"max must be an int >= 1, got {max!r}")
+            raise ConfigError(f"max must be an int >= 1, got {max!r}")
         self.max = max
         super().__init__(data, default_ttl=default_ttl, codec=codec, sweep_interval=sweep_interval)
 
@@ -48,6 +51,17 @@ class LruMemoryStorage(MemoryStorage[V]):
     async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
         await super().set(key, value, ttl=ttl)
         self._bump_and_evict(key)
+
+    async def increment(self, key: str, amount: int = 1, *, ttl: TTL | None = None) -> int:
+        total = await super().increment(key, amount, ttl=ttl)
+        self._data.move_to_end(key)  # an existing counter is updated in place, without ``_put``
+        return total
+
+    async def touch(self, key: str, ttl: TTL | None = None) -> bool:
+        touched = await super().touch(key, ttl)
+        if touched:
+            self._data.move_to_end(key)
+        return touched
 
     def _bump_and_evict(self, key: str) -> None:
         table = self._data

@@ -10,7 +10,8 @@ Writes go through group commit: concurrent writes share one ``BEGIN IMMEDIATE ..
 each is acknowledged only after that commit. Compare-and-set, increment and lock acquisition run
 inside the same transaction, which holds SQLite's write lock, so they are atomic across processes.
 The file is in WAL mode: readers never wait for writers, and a ``kill -9`` at any moment loses at
-most writes that were not acknowledged yet.
+most writes that were not acknowledged yet. WAL checkpoints copy whole pages, so they run in a
+thread rather than inside a ``COMMIT`` on the loop (``_sqlite_writer.Checkpointer``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..urls import url_path
 from ._base import BaseStorage, V, add_to_counter, bad_key
 from ._lease import Busy, LeaseLock
 from ._sqlite_schema import Sql, check_schema, create_schema_sql, validate_table
-from ._sqlite_writer import GroupCommit, Op, backoff, is_busy
+from ._sqlite_writer import Checkpointer, GroupCommit, Op, backoff, is_busy
 
 __all__ = ["SQLiteLock", "SQLiteStorage"]
 
@@ -39,6 +40,14 @@ PAGE = 500
 """Rows per statement when iterating, clearing or sweeping: keeps each statement small."""
 
 _SYNCHRONOUS = ("normal", "full", "extra")
+
+
+def _is_text(key: str) -> bool:
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class SQLiteLock(LeaseLock[int]):
@@ -119,6 +128,7 @@ class SQLiteStorage(BaseStorage[V]):
         self._conn: sqlite3.Connection | None = None
         self._cur: sqlite3.Cursor | None = None
         self._writer: GroupCommit | None = None
+        self._checkpointer: Checkpointer | None = None
         self._open_lock: asyncio.Lock | None = None
         self._released: asyncio.Future[None] | None = None
         self._host = socket.gethostname()
@@ -160,7 +170,13 @@ class SQLiteStorage(BaseStorage[V]):
             raise
         self._conn = conn
         self._cur = conn.cursor()
-        self._writer = GroupCommit(conn, busy_timeout=self.busy_timeout, wrap=self._wrap)
+        if self.path == ":memory:":
+            self._writer = GroupCommit(conn, busy_timeout=self.busy_timeout, wrap=self._wrap)
+        else:
+            self._checkpointer = Checkpointer(self.path)
+            self._writer = GroupCommit(
+                conn, busy_timeout=self.busy_timeout, wrap=self._wrap, committed=self._checkpointer.poke
+            )
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Settings, then the schema; each step is safe to repeat after SQLITE_BUSY."""
@@ -169,13 +185,15 @@ class SQLiteStorage(BaseStorage[V]):
             raise StorageUnavailable(
                 f"SQLite file {self.path!r} cannot use WAL (journal_mode={mode})", backend=self.backend
             )
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        self._configure(conn)
         cursor = conn.cursor()
         if not check_schema(cursor, self.table):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in create_schema_sql(self.table):
-                    conn.execute(statement)
+                # Again under the write lock: another process may have registered a spelling since.
+                if not check_schema(cursor, self.table):
+                    for statement in create_schema_sql(self.table):
+                        conn.execute(statement)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -189,8 +207,14 @@ class SQLiteStorage(BaseStorage[V]):
                 f"table {self.table!r} in {self.path!r} exists but is not a botstate table: {exc}"
             ) from exc
 
-    async def _retrying(self, step: Callable[[], None]) -> None:
-        """Run a synchronous setup step, retrying with ``asyncio.sleep`` while the file is busy."""
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        """Per-connection settings. Checkpoints are the ``Checkpointer`` thread's, not a COMMIT's."""
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        if self.path != ":memory:":
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    async def _retrying(self, step: Callable[[], Any], doing: str = "open SQLite file") -> None:
+        """Run a synchronous step, retrying with ``asyncio.sleep`` while the file is busy."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.busy_timeout
         attempt = 0
@@ -201,7 +225,7 @@ class SQLiteStorage(BaseStorage[V]):
             except sqlite3.Error as exc:
                 if not is_busy(exc) or loop.time() >= deadline:
                     raise StorageUnavailable(
-                        f"cannot open SQLite file {self.path!r}: {exc}", backend=self.backend
+                        f"cannot {doing} {self.path!r}: {exc}", backend=self.backend
                     ) from exc
             await asyncio.sleep(backoff(attempt))
             attempt += 1
@@ -217,12 +241,14 @@ class SQLiteStorage(BaseStorage[V]):
         return self._cur, self._writer
 
     async def _close(self) -> None:
-        writer, conn = self._writer, self._conn
+        writer, conn, checkpointer = self._writer, self._conn, self._checkpointer
         if writer is not None:
             await writer.drain()
             writer.close()
-        self._writer = self._cur = self._conn = None
+        self._writer = self._cur = self._conn = self._checkpointer = None
         self._open_lock = None
+        if checkpointer is not None:
+            await checkpointer.stop()
         if conn is not None:
             conn.close()
 
@@ -237,6 +263,8 @@ class SQLiteStorage(BaseStorage[V]):
             cur = self._cur or (await self._connected())[0]
             try:
                 return cur.execute(sql, params).fetchall()
+            except UnicodeEncodeError as exc:
+                raise self._not_text(key, exc) from exc
             except sqlite3.Error as exc:
                 if not is_busy(exc) or loop.time() >= deadline:
                     raise self._wrap(exc, key) from exc
@@ -251,6 +279,8 @@ class SQLiteStorage(BaseStorage[V]):
         else:
             try:
                 row = cur.execute(self._sql.get, (key,)).fetchone()
+            except UnicodeEncodeError as exc:
+                raise self._not_text(key, exc) from exc
             except sqlite3.Error:
                 row = await self._read_row(key)
         if row is None or (row[1] is not None and row[1] <= now_ms()):
@@ -264,7 +294,21 @@ class SQLiteStorage(BaseStorage[V]):
 
     async def _write(self, op: Op, args: tuple[Any, ...], key: str | None) -> Any:
         writer = self._writer or (await self._connected())[1]
-        return await writer.submit(op, args, key)
+        try:
+            return await writer.submit(op, args, key)
+        except UnicodeEncodeError as exc:
+            raise self._not_text(key, exc) from exc
+
+    def _not_text(self, key: str | None, exc: UnicodeEncodeError) -> ValueError:
+        """SQLite stores text as UTF-8, which a lone surrogate (``"\\ud800"``) is not.
+
+        Raised where sqlite3 fails to bind the key, so valid keys pay for no check.
+        """
+        what = "a key or pattern" if key is None else f"key {key!r}"
+        return ValueError(
+            f"{what} is not valid text: {exc.reason} at position {exc.start}, and SQLite stores "
+            f"text as UTF-8 (backend={self.backend}, key={key!r})"
+        )
 
     @staticmethod
     def _op_execute(cur: sqlite3.Cursor, now: int, sql: str, params: tuple[Any, ...]) -> None:
@@ -282,6 +326,8 @@ class SQLiteStorage(BaseStorage[V]):
         else:
             try:
                 row = cur.execute(self._sql.get, (key,)).fetchone()
+            except UnicodeEncodeError as exc:
+                raise self._not_text(key, exc) from exc
             except sqlite3.Error:
                 row = await self._read_row(key)
         if row is None or (row[1] is not None and row[1] <= now_ms()):
@@ -304,7 +350,10 @@ class SQLiteStorage(BaseStorage[V]):
             data = self._encode_value(key, value)  # raises SerializationError naming the key
         expires = None if ttl_ms is None else now_ms() + ttl_ms
         writer = self._writer or (await self._connected())[1]
-        await writer.submit(self._op_execute, (self._sql.set, (key, data, expires)), key)
+        try:
+            await writer.submit(self._op_execute, (self._sql.set, (key, data, expires)), key)
+        except UnicodeEncodeError as exc:
+            raise self._not_text(key, exc) from exc
 
     async def _get_encoded(self, key: str) -> bytes | None:
         """The stored bytes of a live entry (the sessions' fast path: no decode to compare)."""
@@ -357,7 +406,51 @@ class SQLiteStorage(BaseStorage[V]):
         if ttl_ms is not None:
             expires = now_ms() + ttl_ms
             rows = [(key, data, expires) for key, data, _ in rows]
-        await self._write(self._op_set_many, (rows,), None)
+        try:
+            if len(rows) > PAGE and self.path != ":memory:":
+                await self._set_many_paged(rows)
+            else:
+                await self._write(self._op_set_many, (rows,), None)
+        except ValueError as exc:
+            if not isinstance(exc.__cause__, UnicodeEncodeError):
+                raise
+            key = next(key for key, _, _ in rows if not _is_text(key))
+            raise self._not_text(key, exc.__cause__) from exc.__cause__
+
+    async def _set_many_paged(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        """A big batch: one transaction on a connection of its own, yielding to the loop per page.
+
+        The transaction holds SQLite's write lock across the pauses, so this storage's other writes
+        wait (with the usual busy backoff) as they would for another process, and cannot land
+        inside the batch; reads keep seeing the last commit, so the batch appears all at once.
+        """
+        await self._connected()  # the schema exists
+        try:
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        try:
+            self._configure(conn)
+            await self._retrying(lambda: conn.execute("BEGIN IMMEDIATE"), "write to SQLite file")
+            try:
+                for start in range(0, len(rows), PAGE):
+                    if start:
+                        await asyncio.sleep(0)
+                    conn.executemany(self._sql.set, rows[start : start + PAGE])
+                conn.execute("COMMIT")
+            except UnicodeEncodeError as exc:
+                conn.execute("ROLLBACK")
+                raise self._not_text(None, exc) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        finally:
+            conn.close()
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
     def _op_set_many(self, cur: sqlite3.Cursor, now: int, rows: list[tuple[str, bytes, int | None]]) -> None:
         cur.execute("SAVEPOINT botstate_set_many")
@@ -539,8 +632,9 @@ class SQLiteStorage(BaseStorage[V]):
             signal.set_result(None)
 
     async def health(self) -> bool:
+        """False for a backend that cannot serve: unreachable, unopenable or misconfigured file."""
         try:
             await self._query("SELECT 1", (), None)
-        except StorageError:
+        except Exception:  # a probe answers, it does not raise (ConfigError: a missing directory)
             return False
         return True

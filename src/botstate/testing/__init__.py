@@ -13,6 +13,9 @@ passing keyword options (``default_ttl``, ``codec``, ``sweep_interval``) through
         def storage_factory(self, tmp_path):
             return lambda **options: MyStorage(tmp_path / "db", **options)
 
+Tests of a capability the storage lacks are skipped, naming it, so an adapter with only the four
+``Storage`` methods runs what applies to it; ``full_contract = True`` also asserts every capability.
+
 Needs ``pytest`` and ``pytest-asyncio`` (``pip install 'botstate[testing]'``).
 """
 
