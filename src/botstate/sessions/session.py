@@ -469,7 +469,25 @@ class Session(Generic[T]):
             elif exc_type is not None:
                 sessions.stats.discarded += 1
             else:
-                action = self._plan()
+                value = self._value
+                if (
+                    value is self._original
+                    and self._baseline is not _MISSING
+                    and self._fresh_value is _MISSING
+                    and sessions._encoded_access
+                ):  # ``_plan`` for the usual case: the stored value was handed out, maybe edited
+                    try:
+                        encoded = sessions.freeze(value)
+                    except Exception:
+                        encoded = self._freeze(value)  # raises SerializationError naming the key
+                    if encoded == self._baseline:
+                        sessions.stats.unchanged += 1
+                        action = _KEEP if sessions.ttl is None else _TOUCH
+                    else:
+                        self._encoded = encoded
+                        action = _WRITE
+                else:
+                    action = self._plan()
                 if action == _KEEP:
                     pass
                 elif action == _WRITE and sessions._encoded_access and type(self._guard) is not LeaseGuard:
