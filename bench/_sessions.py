@@ -3,13 +3,15 @@
 Each subject's timed operation is one whole update on one key: the raw pair reads the chat's dict,
 bumps a counter and writes it back; the session does the same through ``Sessions`` with its
 defaults (eager, local isolation). Both run on separate but identical storages of the same backend,
-side by side in the same run. Backend calls are counted through a forwarding wrapper, so the
-I/O rules (an untouched lazy session reads nothing and writes nothing) are checked, not assumed.
+side by side in the same run. Backend calls are counted by a subclass that takes the same path as
+the timed storages, so the I/O rules (an untouched lazy session reads nothing and writes nothing)
+are checked, not assumed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +25,7 @@ from _workload import Bound, Case, Result, Skip, Subject, Workload, has_module, 
 from botstate import MemoryStorage
 
 UPDATE = Case("get", 1)  # each "get" of these subjects is one whole update, sequentially
-Opener = Callable[[str], AbstractAsyncContextManager[Any]]
+Opener = Callable[..., AbstractAsyncContextManager[Any]]
 
 
 def _sessions_module() -> Any:
@@ -35,20 +37,56 @@ def _sessions_module() -> Any:
 
 
 def backends(directory: Path) -> dict[str, Opener]:
-    """Storage openers by backend name; each call opens a fresh storage of that backend."""
+    """Storage openers by backend name; each call opens a fresh storage of that backend.
 
-    def memory(label: str) -> Any:
-        return MemoryStorage[Any]()
+    ``opener(label, counted=True)`` opens one whose backend calls are counted (see ``counting``).
+    """
+
+    def memory(label: str, counted: bool = False) -> Any:
+        return counting(MemoryStorage)() if counted else MemoryStorage[Any]()
 
     found: dict[str, Opener] = {"MemoryStorage": memory}
     if has_module("botstate.storages.sqlite"):
         from botstate import SQLiteStorage
 
-        def sqlite(label: str) -> Any:
-            return SQLiteStorage[Any](str(directory / f"sessions-{label}.db"))
+        def sqlite(label: str, counted: bool = False) -> Any:
+            cls = counting(SQLiteStorage) if counted else SQLiteStorage[Any]
+            return cls(str(directory / f"sessions-{label}.db"))
 
         found["SQLiteStorage"] = sqlite
     return found
+
+
+# What a session may call: the public methods and the encoded access of the built-in backends.
+_COUNTED = ("get", "set", "delete", "has", "touch", "get_many", "set_many", "compare_and_set",
+            "_get_encoded", "_set_encoded", "_peek_encoded", "_put_encoded")  # fmt: skip
+
+
+def counting(cls: type) -> Any:
+    """A subclass of ``cls`` counting calls of the methods a session may make.
+
+    Every counted method is overridden in the same class, so sessions take the same path (the
+    encoded access, plain or awaited) as on ``cls`` itself: the counts are those of the timed path.
+    """
+    calls: Counter[str] = Counter()
+
+    def wrap(name: str, method: Any) -> Any:
+        if inspect.iscoroutinefunction(method):
+
+            async def counted_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+                calls[name] += 1
+                return await method(self, *args, **kwargs)
+
+            return counted_async
+
+        def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return method(self, *args, **kwargs)
+
+        return counted
+
+    namespace = {name: wrap(name, getattr(cls, name)) for name in _COUNTED if hasattr(cls, name)}
+    return type(f"Counting{cls.__name__}", (cls,), {**namespace, "calls": calls})
 
 
 @asynccontextmanager
@@ -89,44 +127,28 @@ async def session_update(w: Workload, opener: Opener, lazy_untouched: bool) -> A
         yield Bound(untouched if lazy_untouched else update, put)
 
 
-class CountingStorage:
-    """Forwards everything to a storage and counts calls of its public methods."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name.startswith("_") or not callable(attr):
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
-
-
 async def calls_per_update(opener: Opener, updates: int = 100) -> dict[str, float]:
     """Backend calls per update for a modified, a read-only and an untouched lazy session."""
     sessions_module = _sessions_module()
+    from botstate.sessions.session import has_encoded_access, has_sync_access
+
     keys = [f"chat:{i}" for i in range(updates)]
     counts: dict[str, float] = {}
-    async with opener("calls") as storage:
-        counting = CountingStorage(storage)
+    async with opener("calls", counted=True) as storage, opener("plain") as plain:
+        path = has_encoded_access(storage), has_sync_access(storage)
+        assert path == (has_encoded_access(plain), has_sync_access(plain)), "counting changed the path"
         for label, lazy in (("modified", False), ("read only", False), ("untouched lazy", True)):
-            sessions = sessions_module.Sessions(counting, lazy=lazy, name=label.replace(" ", "-"))
+            sessions = sessions_module.Sessions(storage, lazy=lazy, name=label.replace(" ", "-"))
             for i, key in enumerate(keys):
                 await storage.set(sessions.storage_key(key), {"state": "menu", "count": i, "lang": "en"})
-            counting.calls.clear()
+            storage.calls.clear()
             for key in keys:
                 async with sessions.open(key) as session:
                     if label == "modified":
                         session.data["count"] += 1
                     elif label == "read only":
                         assert session.data["lang"] == "en"
-            counts[label] = sum(counting.calls.values()) / updates
+            counts[label] = sum(storage.calls.values()) / updates
     return counts
 
 
