@@ -299,6 +299,30 @@ asyncio.run(main())
 """
 
 
+# Writes values of changing size to five keys and to "last", printing each acknowledged i. With a
+# second argument, the write of that i stops just before its rename, to be killed there.
+CRASH_CHILD = """
+import asyncio, os, sys, time
+from botstate.storages.file import FileStorage
+
+def stuck(src, dst):
+    print("renaming", flush=True)
+    time.sleep(60)
+
+async def main():
+    storage = FileStorage(sys.argv[1])
+    for i in range(1, 100_000):
+        if i == int(sys.argv[2]):
+            os.replace = stuck
+        value = {"n": i, "pad": "x" * (i * 997 % 20_000)}
+        await storage.set(f"k{i % 5}", value)
+        await storage.set("last", value)
+        print(i, flush=True)
+
+asyncio.run(main())
+"""
+
+
 async def _child(code: str, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, *args, stdout=asyncio.subprocess.PIPE
@@ -413,3 +437,46 @@ async def test_a_storage_used_before_start_creates_its_directory(tmp_path: Path)
     assert await storage.clear() == 0
     await storage.set("k", 1)
     assert await storage.get("k") == 1
+
+
+@pytest.mark.parametrize("stop_at", [0, 30], ids=["anywhere", "before-a-rename"])
+async def test_a_writer_killed_mid_write_leaves_whole_entries(tmp_path: Path, stop_at: int) -> None:
+    directory = tmp_path / "db"
+    child = await _child(CRASH_CHILD, str(directory), str(stop_at))
+    acked = 0
+    try:
+        assert child.stdout is not None
+        for _ in range(stop_at or 40):
+            line = (await asyncio.wait_for(child.stdout.readline(), 30)).strip()
+            assert line, "the writer died on its own"
+            if line == b"renaming":
+                break
+            acked = int(line)
+        os.kill(child.pid, signal.SIGKILL)
+        await asyncio.wait_for(child.wait(), 10)
+    finally:
+        _kill(child)
+    assert acked == (stop_at - 1 if stop_at else 40)
+    temps = [path for path in directory.iterdir() if path.name.endswith(".tmp")]
+    if stop_at:
+        assert temps  # the write it died in
+
+    storage = FileStorage(directory)
+    for path in directory.glob("*.entry"):
+        assert list(json.loads(path.read_bytes())) == ["key", "expires_at", "value"]
+    entries = dict(await _collect(storage.entries()))  # any damaged entry raises here
+    assert set(entries) == {"last", "k0", "k1", "k2", "k3", "k4"}
+    for key, value in entries.items():
+        assert value["pad"] == "x" * (value["n"] * 997 % 20_000), key  # one write, whole
+        if key != "last":
+            assert value["n"] % 5 == int(key[1:])
+    assert entries["last"]["n"] >= acked
+    if stop_at:  # the interrupted write of k0 never became visible
+        assert entries["k0"]["n"] == stop_at - 5
+        assert entries["last"]["n"] == acked
+
+    assert await storage.sweep() == 0
+    assert [path for path in directory.iterdir() if path.name.endswith(".tmp")] == []
+    assert dict(await _collect(storage.entries())) == entries
+    await storage.set("last", {"n": 0})
+    assert await storage.get("last") == {"n": 0}
