@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import os
 import re
 import signal
 import stat
+import struct
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,7 @@ from typing import Any
 import pytest
 
 from botstate import ConfigError, CorruptValueError, LockError, open_storage
+from botstate.codecs import JSON, BytesCodec, PickleCodec
 from botstate.storages.file import FileStorage
 from botstate.testing import StorageConformance
 from botstate.testing.conformance import SPECIAL_KEYS
@@ -44,6 +50,11 @@ def _entry_files(storage: FileStorage[Any]) -> list[Path]:
     return sorted(p for p in storage.directory.iterdir() if ENTRY_NAME.fullmatch(p.name))
 
 
+def _entry_of(storage: FileStorage[Any], key: str) -> Path:
+    name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return storage.directory / f"{name}.entry"
+
+
 async def _collect(iterator: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in iterator]
 
@@ -66,6 +77,83 @@ async def test_hostile_keys_create_nothing_outside_the_directory(tmp_path: Path)
     assert sorted(await _collect(storage.keys())) == sorted(hostile)
     for i, key in enumerate(hostile):
         assert await storage.get(key) == i
+
+
+# Keys that would break a reader looking for the value by searching the file for a field name.
+TRICKY_KEYS = [
+    "chat:1",
+    '","value":1}',
+    '"expires_at":null,"value":',
+    '"',
+    "\\",
+    'a\\"',
+    '\\\\"',
+    "\\u0041",
+    "line\nbreak\ttab\x00nul\x1f",
+    "\ud800",
+    "\udfff\ud800",
+    "😀 ключ \u2028",
+    *SPECIAL_KEYS,
+]
+STORED = {"n": 1e16, "f": [0.1, -0.0, 2**64 - 1, -(2**63)], "s": 'é😀"\\\n\u2028', "none": None}
+
+
+@pytest.mark.parametrize("ttl", [None, 3600], ids=["no-ttl", "ttl"])
+async def test_entry_files_are_json_documents(storage: FileStorage[Any], ttl: int | None) -> None:
+    before = time.time_ns() // 1_000_000
+    for key in TRICKY_KEYS:
+        await storage.set(key, STORED, ttl=ttl)
+    after = time.time_ns() // 1_000_000 + 1
+    for key in TRICKY_KEYS:
+        raw = _entry_of(storage, key).read_bytes()
+        document = json.loads(raw)
+        assert list(document) == ["key", "expires_at", "value"]
+        assert document["key"] == key
+        assert document["value"] == STORED
+        if ttl is None:
+            assert document["expires_at"] is None
+        else:
+            assert before + ttl * 1000 <= document["expires_at"] <= after + ttl * 1000
+        assert b'"value":' + JSON.encode(STORED) + b"}" in raw  # the codec's bytes, not re-encoded
+        assert await storage._call(storage._files.live, key) == JSON.encode(STORED)
+        assert await storage.get(key) == STORED
+        assert await storage.compare_and_set(key, "next", expected=STORED, ttl=ttl) is True
+    assert sorted(await _collect(storage.keys())) == sorted(TRICKY_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("codec", "value"),
+    [(BytesCodec(), b'\x00\xff"}\n,"value":'), (BytesCodec(), b""), (PickleCodec(), {"a": (1, 2)})],
+    ids=["bytes", "empty-bytes", "pickle"],
+)
+async def test_other_codecs_store_base64(tmp_path: Path, codec: Any, value: Any) -> None:
+    storage = FileStorage(tmp_path / "db", codec=codec)
+    await storage.set('","value":', value)
+    document = json.loads(_entry_of(storage, '","value":').read_bytes())
+    assert list(document) == ["key", "expires_at", "value_b64"]
+    assert base64.b64decode(document["value_b64"]) == codec.encode(value)
+    assert await storage.get('","value":') == value
+    assert await storage.compare_and_set('","value":', value, expected=value) is True
+
+
+async def test_touch_keeps_the_form_another_codec_wrote(tmp_path: Path) -> None:
+    raw = FileStorage(tmp_path / "db", codec=BytesCodec())
+    await raw.set("blob", b"\xff not json")
+    assert await FileStorage(tmp_path / "db").touch("blob", 60) is True  # a JSON-codec storage
+    document = json.loads(_entry_of(raw, "blob").read_bytes())
+    assert base64.b64decode(document["value_b64"]) == b"\xff not json"
+    assert document["expires_at"] is not None
+    assert await raw.get("blob") == b"\xff not json"
+
+
+async def test_entries_of_the_old_binary_format_are_refused_clearly(storage: FileStorage[Any]) -> None:
+    await storage.set("k", 1)
+    _entry_of(storage, "k").write_bytes(struct.pack(">4sqI", b"BSF1", 0, 1) + b"k" + b"1")
+    with pytest.raises(CorruptValueError, match="binary format") as info:
+        await storage.get("k")
+    assert info.value.key == "k"
+    await storage.set("k", 2)  # repairs it
+    assert json.loads(_entry_of(storage, "k").read_bytes())["value"] == 2
 
 
 async def test_lock_files_do_not_grow_with_the_number_of_keys(storage: FileStorage[Any]) -> None:
@@ -116,15 +204,47 @@ async def test_temp_file_left_by_a_crash_is_ignored_and_swept(storage: FileStora
     assert await storage.get("k") == {"v": 1}
 
 
+GOOD = b'{"key":"k","expires_at":null,"value":1}\n'
+
+
 @pytest.mark.parametrize(
     "damage",
-    [b"", b"garbage", b"BSF1\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xffk"],
-    ids=["empty", "garbage", "key-length-past-the-end"],
+    [
+        b"",
+        b"garbage",
+        GOOD[:-1],
+        GOOD[:20],
+        b'{"key":"k\\"',
+        b'{"key":"k","expires_at":-5,"value":1}\n',
+        b'{"key":"k","expires_at":null,"value":}\n',
+        b'{"key":"k","expires_at":null,"value_b64":"}\n',
+        b'{"key":"k","expires_at":null,"value_b64":"not base64!"}\n',
+        b'{"key":"\xff","expires_at":null,"value":1}\n',
+        b'{"key": "k", "expires_at": null, "value": 1}',
+        b'["k", null, 1]',
+        b"BSF1\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xffk",
+    ],
+    ids=[
+        "empty",
+        "garbage",
+        "no-newline",
+        "truncated",
+        "unterminated-key",
+        "negative-expiry",
+        "empty-value",
+        "empty-base64",
+        "bad-base64",
+        "key-not-utf8",
+        "reformatted",
+        "array",
+        "old-format",
+    ],
 )
-async def test_unreadable_header_is_corrupt_not_missing(storage: FileStorage[Any], damage: bytes) -> None:
+async def test_unreadable_entry_is_corrupt_not_missing(storage: FileStorage[Any], damage: bytes) -> None:
     await storage.set("k", 1)
     await storage.set("other", 2)
-    entry = next(p for p in _entry_files(storage) if p.read_bytes().endswith(b"k1"))
+    entry = _entry_of(storage, "k")
+    assert entry.read_bytes() == GOOD
     entry.write_bytes(damage)
     for call in (storage.get("k"), storage.has("k"), storage.increment("k"), storage.touch("k")):
         with pytest.raises(CorruptValueError) as info:
@@ -144,8 +264,7 @@ async def test_unreadable_header_is_corrupt_not_missing(storage: FileStorage[Any
 async def test_entry_file_under_another_keys_name_is_corrupt(storage: FileStorage[Any]) -> None:
     await storage.set("a", 1)
     await storage.set("b", 2)
-    files = {p.read_bytes()[-1:]: p for p in _entry_files(storage)}
-    files[b"1"].replace(files[b"2"])  # b's file now holds a's entry
+    _entry_of(storage, "a").replace(_entry_of(storage, "b"))  # b's file now holds a's entry
     with pytest.raises(CorruptValueError) as info:
         await storage.get("b")
     assert info.value.key == "b"
@@ -175,6 +294,30 @@ async def main():
     async with FileStorage(sys.argv[1]).lock("chat", lease=30) as held:
         print(held.token, flush=True)
         await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+# Writes values of changing size to five keys and to "last", printing each acknowledged i. With a
+# second argument, the write of that i stops just before its rename, to be killed there.
+CRASH_CHILD = """
+import asyncio, os, sys, time
+from botstate.storages.file import FileStorage
+
+def stuck(src, dst):
+    print("renaming", flush=True)
+    time.sleep(60)
+
+async def main():
+    storage = FileStorage(sys.argv[1])
+    for i in range(1, 100_000):
+        if i == int(sys.argv[2]):
+            os.replace = stuck
+        value = {"n": i, "pad": "x" * (i * 997 % 20_000)}
+        await storage.set(f"k{i % 5}", value)
+        await storage.set("last", value)
+        print(i, flush=True)
 
 asyncio.run(main())
 """
@@ -294,3 +437,46 @@ async def test_a_storage_used_before_start_creates_its_directory(tmp_path: Path)
     assert await storage.clear() == 0
     await storage.set("k", 1)
     assert await storage.get("k") == 1
+
+
+@pytest.mark.parametrize("stop_at", [0, 30], ids=["anywhere", "before-a-rename"])
+async def test_a_writer_killed_mid_write_leaves_whole_entries(tmp_path: Path, stop_at: int) -> None:
+    directory = tmp_path / "db"
+    child = await _child(CRASH_CHILD, str(directory), str(stop_at))
+    acked = 0
+    try:
+        assert child.stdout is not None
+        for _ in range(stop_at or 40):
+            line = (await asyncio.wait_for(child.stdout.readline(), 30)).strip()
+            assert line, "the writer died on its own"
+            if line == b"renaming":
+                break
+            acked = int(line)
+        os.kill(child.pid, signal.SIGKILL)
+        await asyncio.wait_for(child.wait(), 10)
+    finally:
+        _kill(child)
+    assert acked == (stop_at - 1 if stop_at else 40)
+    temps = [path for path in directory.iterdir() if path.name.endswith(".tmp")]
+    if stop_at:
+        assert temps  # the write it died in
+
+    storage = FileStorage(directory)
+    for path in directory.glob("*.entry"):
+        assert list(json.loads(path.read_bytes())) == ["key", "expires_at", "value"]
+    entries = dict(await _collect(storage.entries()))  # any damaged entry raises here
+    assert set(entries) == {"last", "k0", "k1", "k2", "k3", "k4"}
+    for key, value in entries.items():
+        assert value["pad"] == "x" * (value["n"] * 997 % 20_000), key  # one write, whole
+        if key != "last":
+            assert value["n"] % 5 == int(key[1:])
+    assert entries["last"]["n"] >= acked
+    if stop_at:  # the interrupted write of k0 never became visible
+        assert entries["k0"]["n"] == stop_at - 5
+        assert entries["last"]["n"] == acked
+
+    assert await storage.sweep() == 0
+    assert [path for path in directory.iterdir() if path.name.endswith(".tmp")] == []
+    assert dict(await _collect(storage.entries())) == entries
+    await storage.set("last", {"n": 0})
+    assert await storage.get("last") == {"n": 0}

@@ -2,7 +2,7 @@
 
 Layout of ``directory``::
 
-    <sha256(key)>.entry          one entry: header (magic, expiry, key) + the codec's bytes
+    <sha256(key)>.entry          one entry: a JSON object {"key", "expires_at", "value"}
     <sha256(key)>.<random>.tmp   a write in progress (or left by a crash; ``sweep`` removes it)
     .locks/<2 hex digits>.write  one of 256 write-lock stripes, held (flock) while an entry changes
     .locks/<sha256(key)>.lock    held (flock) by the owner of ``lock(key)``; holds token and lease
@@ -12,6 +12,16 @@ File names are the hex SHA-256 of the key's UTF-8 bytes: 70 lower-case ASCII cha
 key, so no key can escape the directory, exceed the 255-byte name limit or collide with another
 key on a case-insensitive filesystem. The key itself is stored in the file, which is how
 ``keys()`` returns it and how a file that does not belong to its name is detected.
+
+An entry is one JSON document, so the directory can be read with any JSON tool::
+
+    {"key":"chat:1","expires_at":1767225600000,"value":{"step":"menu"}}
+
+``expires_at`` is wall-clock milliseconds or null. With ``JsonCodec`` the codec's bytes are the
+value, embedded as they are; any other codec's bytes (pickle, raw bytes, models) are stored as
+``"value_b64"`` instead. Reads hand the codec back exactly the bytes it wrote (compare-and-set
+compares them), so the writer fixes field order and spacing and the reader cuts the value out
+without parsing it.
 
 Writes go to a temporary file in the same directory, are fsynced, ``os.replace``-d over the entry
 and the directory is fsynced: a reader sees the old or the new entry, never a mix, and a crash
@@ -24,21 +34,25 @@ stripe, so read-modify-write is atomic across processes. All blocking I/O runs i
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from json.encoder import encode_basestring, encode_basestring_ascii
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 from .._glob import compile_glob, is_literal, literal_prefix
 from .._locks import KeyedLocks
 from .._ttl import TTL, monotonic_ms, now_ms
-from ..codecs import Codec
+from ..codecs import Codec, JsonCodec
 from ..errors import ConfigError, CorruptValueError, StorageError
 from ..urls import url_path
 from ._base import BaseStorage, V, add_to_counter, bad_key
@@ -48,8 +62,19 @@ __all__ = ["FileLock", "FileStorage"]
 
 R = TypeVar("R")
 
-_MAGIC = b"BSF1"
-_HEADER = struct.Struct(">4sqI")  # magic, expires at (wall-clock ms, 0 = never), key length
+# An entry file is one JSON object, its fields always written in this order and spacing, so a
+# reader finds the value's bytes without parsing it: the key (a JSON string, so it holds no
+# unescaped quote), the expiry (wall-clock ms or null), then the value last, up to the final "}".
+_KEY = b'{"key":'
+_KEY_OPEN = _KEY + b'"'
+# The key's closing quote and the next field: as every quote inside a JSON string follows a
+# backslash, the first match is where the key ends, whatever the key holds.
+_KEY_END = b'","expires_at":'
+_EXPIRES = _KEY_END[1:]
+_VALUE = b',"value":'  # the JSON codec's bytes, verbatim
+_VALUE_B64 = b',"value_b64":"'  # any other codec's bytes, in base64
+_END = b"}\n"
+_B64_END = b'"' + _END
 # Lock file: fencing token, lease end in monotonic ms (the monotonic clock is system-wide, so processes
 # agree on it and a clock change cannot end a lease early).
 _RECORD = struct.Struct(">qq")
@@ -63,11 +88,16 @@ _TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, err
 
 
 class _Unreadable(Exception):
-    """An entry file whose header cannot be parsed, or that holds another key than its name says."""
+    """An entry file that is not in the layout ``_pack`` writes, or holds another key than its name says."""
 
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+# (key, expires at in wall-clock ms or 0 for never, payload, whether stored as JSON, not base64).
+# A plain tuple: a NamedTuple would cost a read more than the rest of the parsing.
+_Entry = tuple[str, int, bytes, bool]
 
 
 class _Held(NamedTuple):
@@ -89,24 +119,58 @@ def _deadline(ttl_ms: int | None) -> int:
     return 0 if ttl_ms is None else now_ms() + ttl_ms
 
 
-def _pack(key: str, expires_at: int, payload: bytes) -> bytes:
-    kb = _key_bytes(key)
-    return b"".join((_HEADER.pack(_MAGIC, expires_at, len(kb)), kb, payload))
+def _bad(where: Path, what: str) -> _Unreadable:
+    return _Unreadable(f"entry file {where} {what}: set() or delete() the key to replace it")
 
 
-def _unpack(raw: bytes, where: Path) -> tuple[str, int, bytes]:
-    """``(key, expires_at, payload)`` of an entry file's bytes; ``_Unreadable`` if the header is bad."""
-    if len(raw) < _HEADER.size:
-        raise _Unreadable(f"entry file {where} is truncated ({len(raw)} bytes)")
-    magic, expires_at, key_len = _HEADER.unpack_from(raw)
-    end = _HEADER.size + key_len
-    if magic != _MAGIC or expires_at < 0 or len(raw) < end:
-        raise _Unreadable(f"entry file {where} has an unreadable header")
+def _key_json(key: str) -> bytes:
+    """The key as a JSON string, UTF-8 where it can be; a key with lone surrogates is escaped."""
     try:
-        key = raw[_HEADER.size : end].decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError:
-        raise _Unreadable(f"entry file {where} has an unreadable key") from None
-    return key, expires_at, raw[end:]
+        return encode_basestring(key).encode()
+    except UnicodeEncodeError:
+        return encode_basestring_ascii(key).encode()
+
+
+def _pack(key: str, expires_at: int, payload: bytes, verbatim: bool) -> bytes:
+    expiry = str(expires_at).encode() if expires_at else b"null"
+    if verbatim:
+        return b"".join((_KEY, _key_json(key), _EXPIRES, expiry, _VALUE, payload, _END))
+    value = base64.b64encode(payload)
+    return b"".join((_KEY, _key_json(key), _EXPIRES, expiry, _VALUE_B64, value, _B64_END))
+
+
+def _unpack(raw: bytes, where: Path) -> _Entry:
+    """Split an entry file without parsing its value, which comes back as the exact bytes written."""
+    end = raw.find(_KEY_END, len(_KEY) + 1) if raw.startswith(_KEY_OPEN) else -1
+    if end < 0:
+        if raw.startswith(b"BSF1"):
+            raise _bad(where, "is in the binary format of botstate's development versions, which is not read")
+        raise _bad(where, "is not an entry: no JSON object starting with its key")
+    inner = raw[len(_KEY_OPEN) : end]
+    plain = 0x5C not in inner and 0x22 not in inner  # else escapes, or a stray quote json refuses
+    try:
+        key = inner.decode() if plain else json.loads(raw[len(_KEY) : end + 1])
+    except ValueError:  # UnicodeDecodeError included
+        raise _bad(where, "has an unreadable key") from None
+    start = end + len(_KEY_END)
+    comma = raw.find(b",", start)
+    expiry = raw[start:comma]
+    if expiry == b"null":
+        expires_at = 0
+    elif expiry.isdigit() and comma > 0:
+        expires_at = int(expiry)
+    else:
+        raise _bad(where, "has an unreadable expires_at")
+    at = comma + len(_VALUE)
+    if raw.startswith(_VALUE, comma) and raw.endswith(_END) and len(raw) > at + len(_END):
+        return key, expires_at, raw[at : -len(_END)], True
+    at = comma + len(_VALUE_B64)
+    if raw.startswith(_VALUE_B64, comma) and raw.endswith(_B64_END) and len(raw) >= at + len(_B64_END):
+        try:
+            return key, expires_at, base64.b64decode(raw[at : -len(_B64_END)], validate=True), False
+        except binascii.Error:
+            pass
+    raise _bad(where, "has no readable value (truncated or edited)")
 
 
 def _stripe(name: str) -> str:
@@ -117,10 +181,11 @@ def _stripe(name: str) -> str:
 class _Files:
     """The blocking filesystem side of :class:`FileStorage`: every method runs in a worker thread."""
 
-    def __init__(self, root: Path, fsync: bool) -> None:
+    def __init__(self, root: Path, fsync: bool, verbatim: bool) -> None:
         self.root = root
         self.locks = root / _LOCKS
         self.fsync = fsync
+        self.verbatim = verbatim  # the codec's bytes are JSON: stored as they are, not in base64
 
     # -- basics ----------------------------------------------------------------------------------
 
@@ -163,7 +228,7 @@ class _Files:
     def _entry(self, name: str) -> Path:
         return self.root / (name + _ENTRY)
 
-    def _read(self, name: str) -> tuple[str, int, bytes] | None:
+    def _read(self, name: str) -> _Entry | None:
         path = self._entry(name)
         try:
             with open(path, "rb") as file:
@@ -172,17 +237,17 @@ class _Files:
             return None
         return _unpack(raw, path)
 
-    def _current(self, key: str, name: str) -> tuple[bytes, int] | None:
-        """``(payload, expires_at)`` of the key's unexpired entry, or None."""
+    def _current(self, key: str, name: str) -> _Entry | None:
+        """The key's unexpired entry, or None."""
         found = self._read(name)
         if found is None:
             return None
-        stored_key, expires_at, payload = found
+        stored_key, expires_at = found[:2]
         if stored_key != key:
             raise _Unreadable(f"entry file {self._entry(name)} holds another key ({stored_key!r})", key)
         if expires_at and expires_at <= now_ms():
             return None
-        return payload, expires_at
+        return found
 
     def live(self, key: str) -> bytes | None:
         try:
@@ -190,7 +255,7 @@ class _Files:
         except _Unreadable as exc:
             exc.key = key
             raise
-        return None if current is None else current[0]
+        return None if current is None else current[2]
 
     def live_many(self, keys: list[str]) -> list[bytes | None]:
         return [self.live(key) for key in keys]
@@ -232,17 +297,11 @@ class _Files:
         finally:
             os.close(fd)
 
-    def put(self, key: str, payload: bytes, ttl_ms: int | None) -> None:
-        name = _name(key)
-        with self._write_lock(name):
-            self._write(name, _pack(key, _deadline(ttl_ms), payload))
-        self.sync_dir()
-
     def put_many(self, pairs: list[tuple[str, bytes]], ttl_ms: int | None) -> None:
         for key, payload in pairs:
             name = _name(key)
             with self._write_lock(name):
-                self._write(name, _pack(key, _deadline(ttl_ms), payload))
+                self._write(name, _pack(key, _deadline(ttl_ms), payload, self.verbatim))
         self.sync_dir()  # once for the batch: every rename above is durable when this returns
 
     def modify(self, key: str, change: Callable[[bytes | None, int], tuple[bytes, int] | None]) -> bool:
@@ -251,10 +310,13 @@ class _Files:
         name = _name(key)
         with self._write_lock(name):
             current = self._current(key, name)
-            new = change(None, 0) if current is None else change(*current)
+            new = change(None, 0) if current is None else change(current[2], current[1])
             if new is None:
                 return False
-            self._write(name, _pack(key, new[1], new[0]))
+            verbatim = self.verbatim
+            if current is not None and new[0] is current[2]:
+                verbatim = current[3]  # bytes kept (touch) keep their form: another codec's?
+            self._write(name, _pack(key, new[1], new[0], verbatim))
         self.sync_dir()
         return True
 
@@ -289,7 +351,7 @@ class _Files:
             entry = self._read(name)
             if entry is None:
                 continue
-            key, expires_at, payload = entry
+            key, expires_at, payload, _ = entry
             if _name(key) != name:
                 raise _Unreadable(f"entry file {self._entry(name)} is not named after its key", key)
             if (not expires_at or expires_at > now) and match(key):
@@ -304,7 +366,7 @@ class _Files:
                 try:
                     entry = self._read(name)
                 except _Unreadable:
-                    entry = ("", 0, b"")
+                    entry = ("", 0, b"", False)
                 if entry is None:
                     continue
                 self._unlink_quietly(self._entry(name))
@@ -549,7 +611,8 @@ class FileStorage(BaseStorage[V]):
     ) -> None:
         super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
         self.directory = Path(os.path.abspath(directory))  # immune to a later chdir
-        self._files = _Files(self.directory, fsync)
+        # Only JsonCodec's own output is known to be JSON; any other codec's bytes go in base64.
+        self._files = _Files(self.directory, fsync, type(self.codec) is JsonCodec)
         # Writers of one stripe queue here, so no worker thread sits blocked on a stripe's flock.
         self._writers = KeyedLocks()
 
@@ -592,7 +655,7 @@ class FileStorage(BaseStorage[V]):
         ttl_ms = self._ttl(ttl)
         data = self._encode_value(key, value)
         async with self._writers.hold(_stripe(_name(key))):
-            await self._call(self._files.put, key, data, ttl_ms, key=key)
+            await self._call(self._files.put_many, [(key, data)], ttl_ms, key=key)
 
     async def delete(self, key: str) -> bool:
         if type(key) is not str or not key:
