@@ -9,6 +9,7 @@ the same arguments.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -69,7 +70,8 @@ def open_storage(url: str, **options: Any) -> Any:
     The storage is not started: use ``async with open_storage(...) as storage:``.
     """
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"not a storage URL: {url!r} (expected scheme://..., one of {known_schemes()})")
+        shown = redacted(url) if isinstance(url, str) else url
+        raise ConfigError(f"not a storage URL: {shown!r} (expected scheme://..., one of {known_schemes()})")
     scheme = url.split("://", 1)[0].lower()
     if scheme.startswith("sqlalchemy+"):  # sqlalchemy+mysql+asyncmy:// names a driver as well
         scheme = "+".join(scheme.split("+")[:2])
@@ -87,16 +89,27 @@ def open_storage(url: str, **options: Any) -> Any:
             )
         factory = plugin.load()
     if scheme in _NO_LOCATION and url.split("://", 1)[1].split("?", 1)[0] not in ("", "/"):
-        raise ConfigError(f"{url!r}: {scheme}:// takes no host or path, only options ({scheme}://?...)")
+        raise ConfigError(
+            f"{redacted(url)!r}: {scheme}:// takes no host or path, only options ({scheme}://?...)"
+        )
     from_url = getattr(factory, "from_url", None)
     try:
         return from_url(url, **options) if from_url is not None else factory(url, **options)
     except (ValueError, TypeError) as exc:  # an option's value, from the query or a keyword
-        if (isinstance(exc, BotstateError) and not isinstance(exc, ConfigError)) or url in str(exc):
+        if (isinstance(exc, BotstateError) and not isinstance(exc, ConfigError)) or redacted(url) in str(exc):
             raise
-        given = [f"{name}={value}" for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True)]
+        query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        given = [f"{name}={'***' if 'password' in name.lower() else value}" for name, value in query]
         given += [f"{name}={value!r}" for name, value in options.items()]
-        raise ConfigError(f"invalid option in {url!r} ({', '.join(given) or 'none given'}): {exc}") from exc
+        where = redacted(url)
+        raise ConfigError(f"invalid option in {where!r} ({', '.join(given) or 'none given'}): {exc}") from exc
+
+
+def redacted(url: str) -> str:
+    """``url`` fit for an error message or a log: its password (``user:***@``, ``?password=***``)
+    hidden."""
+    url = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return re.sub(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def _coerce(value: str) -> Any:
@@ -129,7 +142,7 @@ def parse_query(
     }
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} in {url!r}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"unknown option(s) {unknown} in {redacted(url)!r}; allowed: {sorted(allowed)}")
     return options
 
 

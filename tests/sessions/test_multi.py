@@ -90,14 +90,15 @@ def test_the_same_sessions_object_twice_is_refused(counting: Any) -> None:
 
 def test_two_parts_on_the_same_keys_of_one_storage_are_refused(counting: Any) -> None:
     with pytest.raises(ConfigError, match="same keys"):
-        MultiSessions(a=Sessions(counting, name="s"), b=Sessions(counting, name="s", key=user_key))
+        MultiSessions(a=Sessions(counting, name="s"), b=Sessions(counting, name="s"))
     inner: MemoryStorage[Any] = MemoryStorage()
     with pytest.raises(ConfigError, match="same keys"):  # the same place, reached through views
         MultiSessions(
             a=Sessions(namespace(inner, "bot:"), name="s"), b=Sessions(namespace(inner, "bot:s:"), name="")
         )
-    # A different name or a different storage is a different place.
+    # A different name, key function or storage is a different place.
     MultiSessions(a=Sessions(counting, name="a"), b=Sessions(counting, name="b"))
+    MultiSessions(settings=Sessions(counting, name="s", key=user_key), cart=Sessions(counting, name="s"))
     MultiSessions(a=Sessions(counting, name="s"), b=Sessions(type(counting)(), name="s"))
 
 

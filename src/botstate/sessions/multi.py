@@ -37,15 +37,19 @@ async def _all(awaitables: list[Awaitable[None]]) -> None:
             raise result
 
 
-def _where(part: Sessions[Any]) -> tuple[int, str]:
-    """The storage underneath ``part`` and the key prefix its sessions get there."""
+def _where(part: Sessions[Any]) -> tuple[int, str, Any]:
+    """The storage underneath ``part``, the key prefix its sessions get there and its key function.
+
+    Parts differing only in their key function (settings per user, a cart per chat) may share a
+    name: ``user_key`` and ``chat_key`` never give the same key.
+    """
     storage: Any = part.storage
     prefix = part.prefix
     while isinstance(storage, StorageWrapper):
         if isinstance(storage, Namespace):
             prefix = storage.prefix + prefix
         storage = storage.wrapped
-    return id(storage), prefix
+    return id(storage), prefix, part.key
 
 
 class MultiSessions:
@@ -56,7 +60,7 @@ class MultiSessions:
         if not self.parts:
             raise ValueError("MultiSessions needs at least one named Sessions")
         seen: dict[int, str] = {}
-        places: dict[tuple[int, str], str] = {}
+        places: dict[tuple[int, str, Any], str] = {}
         for name, part in self.parts.items():
             if id(part) in seen:
                 raise ConfigError(
@@ -68,7 +72,8 @@ class MultiSessions:
             if place in places:
                 raise ConfigError(
                     f"parts {places[place]!r} and {name!r} store under the same keys of one storage "
-                    f"({part.backend}, prefix {part.prefix!r}): give them different names"
+                    f"({part.backend}, prefix {part.prefix!r}, the same key function): give them "
+                    "different names"
                 )
             places[place] = name
 

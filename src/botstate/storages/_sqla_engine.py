@@ -7,7 +7,6 @@ worth rerunning versus a database that is not there.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigError
 from ..urls import parse_query
+from ..urls import redacted as redacted_url
 
 __all__ = [
     "DEFAULT_DRIVERS",
@@ -98,7 +98,7 @@ def redacted(url: object) -> str:
     """A URL fit for an error message: the password replaced by ``***``."""
     if isinstance(url, URL):
         return url.render_as_string(hide_password=True)
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", str(url))
+    return redacted_url(str(url))
 
 
 def check_engine(engine: AsyncEngine) -> None:

@@ -40,6 +40,7 @@ from .._glob import _tokens, compile_glob, escape, is_literal, literal_prefix
 from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError, WrongTypeError
+from ..urls import redacted
 from . import _redis_scripts as scripts
 from ._base import BaseStorage, V, bad_key, parse_counter
 from ._lease import BUSY, Busy, LeaseLock
@@ -199,7 +200,7 @@ class RedisStorage(BaseStorage[V]):
         parts = urlsplit(url)
         scheme, cluster = _SCHEMES.get(parts.scheme.lower(), (None, False))
         if scheme is None:
-            raise ConfigError(f"not a Redis URL: {url!r} (schemes: {', '.join(sorted(_SCHEMES))})")
+            raise ConfigError(f"not a Redis URL: {redacted(url)!r} (schemes: {', '.join(sorted(_SCHEMES))})")
         client_url = urlunsplit((scheme, *parts[1:]))
         options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         try:
@@ -207,7 +208,7 @@ class RedisStorage(BaseStorage[V]):
                 return RedisCluster.from_url(client_url, **options)
             return Redis.from_url(client_url, **options)
         except (ValueError, TypeError, RedisError, RedisClusterException) as exc:
-            raise ConfigError(f"bad Redis URL {url!r}: {exc}") from exc
+            raise ConfigError(f"bad Redis URL {redacted(url)!r}: {exc}") from exc
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
