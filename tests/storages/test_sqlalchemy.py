@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest_asyncio
 
 from _pg_server import PgServer, pg_server_or_skip
 from _services import require_module
+from _sweeping import check_sweeps_without_start
 from botstate import ConfigError, LockError, StorageError, StorageUnavailable, open_storage
 from botstate.testing import StorageConformance
 
@@ -182,6 +184,20 @@ async def test_a_table_of_another_layout_is_refused_and_left_alone(tmp_path: Pat
             assert (await conn.exec_driver_sql("SELECT data FROM sessions")).scalar() == "theirs"
     finally:
         await engine.dispose()
+
+
+async def test_sweep_interval_sweeps_a_storage_never_started(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    storage = SQLAlchemyStorage(f"sqlite+aiosqlite:///{path}", sweep_interval=0.01)
+    raw = sqlite3.connect(path)
+
+    async def count_rows() -> int:
+        return int(raw.execute("SELECT count(*) FROM botstate").fetchone()[0])
+
+    try:
+        await check_sweeps_without_start(storage, count_rows)
+    finally:
+        raw.close()
 
 
 # -- unavailable servers ---------------------------------------------------------------------------

@@ -202,8 +202,9 @@ class SQLAlchemyStorage(BaseStorage[V]):
         atomic by itself and runs in autocommit where that saves round trips (PostgreSQL: no
         ``BEGIN``/``COMMIT`` around it).
         """
-        if not self._ready:
+        if not self._ready:  # first use without start(): open, and sweep if configured
             await self._ensure_schema(key)
+            self._start_sweeper()
         engine = self._autocommit if single and self._autocommit is not None else self._engine
         for attempt in range(1, _ATTEMPTS + 1):
             try:
