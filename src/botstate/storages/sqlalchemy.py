@@ -256,13 +256,13 @@ class SQLAlchemyStorage(BaseStorage[V]):
                             # Readers never block the writer; only an engine we own is configured.
                             await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
                     async with self._engine.begin() as conn:
-                        await conn.run_sync(self._schema.metadata.create_all)
-                        foreign = await conn.run_sync(self._schema.foreign_table)
-                        if foreign is not None:
+                        conflict = await conn.run_sync(self._schema.conflict)
+                        if conflict is not None:
                             raise ConfigError(
-                                f"table {foreign!r} exists with columns this storage does not use "
-                                "(another program's, or another botstate backend's): choose another table="
+                                f"SQLAlchemyStorage(table={self.table!r}): {conflict} (another program's,"
+                                " or another botstate backend's): choose another table="
                             )
+                        await conn.run_sync(self._schema.create)
                         await self._check_version(conn)
                     break
                 except _DB_ERRORS as exc:  # e.g. another process created the tables at the same time
