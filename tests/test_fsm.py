@@ -7,13 +7,16 @@ from typing import Any
 
 import pytest
 
-from botstate import MemoryStorage
+from _processes import children, finish, release_together, shared_url
+from botstate import MemoryStorage, open_storage
 from botstate.errors import CorruptValueError
 from botstate.fsm import StateContext
 from botstate.wrappers import namespace
 from wrappers.wrapper_backends import Minimal, Yielding, any_storage
 
-__all__ = ["any_storage"]  # the fixture, imported for pytest
+__all__ = ["any_storage", "shared_url"]  # the fixtures, imported for pytest
+
+CONSUMER = Path(__file__).with_name("_consumer.py")
 
 
 async def test_state_and_data_round_trip(any_storage: Any) -> None:
@@ -126,3 +129,16 @@ async def test_updates_through_two_connections_to_one_file_lose_nothing(tmp_path
         stores = [one, two]
         await asyncio.gather(*(StateContext(stores[i % 2], "k").update_data({f"k{i}": i}) for i in range(30)))
         assert await StateContext(one, "k").get_data() == {f"k{i}": i for i in range(30)}
+
+
+async def test_four_processes_updating_one_conversation_lose_no_key(shared_url: str, unique: str) -> None:
+    updates, key = 10, f"{unique}:chat"
+    runs = [(shared_url, "fsm", key, updates, n) for n in range(4)]
+    async with children(CONSUMER, runs) as processes:
+        await release_together(processes, 30)
+        outputs = [await finish(process, 30) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4
+    assert all(out.strip() == b"done" for out in outputs)
+    async with open_storage(shared_url) as storage:
+        data = await StateContext(storage, key).get_data()
+    assert data == {f"p{n}-{i}": i for n in range(4) for i in range(updates)}

@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 
+from _processes import children, finish, release_together, shared_url
 from botstate import MemoryStorage, StorageUnavailable
 from botstate.ratelimit import RateLimiter, RateLimitResult
 from botstate.wrappers import namespace
 from wrappers.wrapper_backends import Minimal, any_storage
 
-__all__ = ["any_storage"]  # the fixture, imported for pytest
+__all__ = ["any_storage", "shared_url"]  # the fixtures, imported for pytest
+
+CONSUMER = Path(__file__).with_name("_consumer.py")
 
 
 async def test_allows_up_to_the_limit_then_denies(any_storage: Any) -> None:
@@ -167,3 +170,13 @@ async def test_two_connections_to_one_file_share_the_count_exactly(tmp_path: Pat
         limiters = [RateLimiter(one, limit=7, period=60), RateLimiter(two, limit=7, period=60)]
         results = await asyncio.gather(*(limiters[i % 2].hit("user") for i in range(20)))
     assert sum(r.allowed for r in results) == 7
+
+
+async def test_four_processes_hitting_one_key_share_the_limit_exactly(shared_url: str, unique: str) -> None:
+    limit, hits = 30, 25  # 100 concurrent hits from 4 processes, 30 allowed in the window
+    runs = [(shared_url, "ratelimit", f"{unique}:flood", hits, limit)] * 4
+    async with children(CONSUMER, runs) as processes:
+        await release_together(processes, 30)
+        outputs = [await finish(process, 30) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4
+    assert sum(int(out) for out in outputs) == limit

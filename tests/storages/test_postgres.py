@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from _services import require_module
+from _sweeping import check_sweeps_without_start
 from botstate import ConfigError, CorruptValueError, LockError, open_storage
 from botstate.testing import StorageConformance, SwitchableCodec
 
@@ -71,6 +72,20 @@ _CLIENT_SIDE = re.compile(
 for _name in dir(TestPostgresStorageQuotedTable):
     if _name.startswith("test_") and _CLIENT_SIDE.search(_name):
         setattr(TestPostgresStorageQuotedTable, _name, None)
+
+
+async def test_sweep_interval_sweeps_a_storage_never_started(postgres_dsn: str, table: str) -> None:
+    raw = await asyncpg.connect(postgres_dsn)
+
+    async def count_rows() -> int:
+        return int(await raw.fetchval(f'SELECT count(*) FROM "{table}"'))
+
+    try:
+        await check_sweeps_without_start(
+            PostgresStorage(postgres_dsn, table=table, sweep_interval=0.01), count_rows
+        )
+    finally:
+        await raw.close()
 
 
 async def test_a_table_name_that_needs_quotes_works(postgres_dsn: str, unique: str) -> None:

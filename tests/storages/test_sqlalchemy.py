@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest_asyncio
 
 from _pg_server import PgServer, pg_server_or_skip
 from _services import require_module
+from _sweeping import check_sweeps_without_start
 from botstate import ConfigError, LockError, StorageError, StorageUnavailable, open_storage
 from botstate.testing import StorageConformance
 
@@ -18,6 +20,7 @@ from botstate.testing import StorageConformance
 for _module in ("sqlalchemy", "aiomysql", "asyncpg", "aiosqlite"):
     require_module(_module)
 
+from sqlalchemy import inspect  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 
 from botstate.storages.sqlalchemy import SQLAlchemyStorage  # noqa: E402
@@ -182,6 +185,105 @@ async def test_a_table_of_another_layout_is_refused_and_left_alone(tmp_path: Pat
             assert (await conn.exec_driver_sql("SELECT data FROM sessions")).scalar() == "theirs"
     finally:
         await engine.dispose()
+
+
+async def test_sweep_interval_sweeps_a_storage_never_started(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    storage = SQLAlchemyStorage(f"sqlite+aiosqlite:///{path}", sweep_interval=0.01)
+    raw = sqlite3.connect(path)
+
+    async def count_rows() -> int:
+        return int(raw.execute("SELECT count(*) FROM botstate").fetchone()[0])
+
+    try:
+        await check_sweeps_without_start(storage, count_rows)
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "part"),
+    [
+        ("x_locks", "lock table"),
+        ("x_version", "schema version table"),
+        ("x_exp", "expiry index"),
+        ("x_k", "key index"),
+    ],
+)
+def test_a_table_named_like_another_tables_part_is_refused(table: str, part: str) -> None:
+    # With tables x and x_locks both allowed, x_locks's entries would be x's lock rows.
+    with pytest.raises(ConfigError, match=f"{table}.*{part} of table 'x'"):
+        SQLAlchemyStorage("sqlite+aiosqlite:///bot.db", table=table)
+
+
+@pytest_asyncio.fixture(
+    params=["mysql_url", "postgres_dsn", "sqlite"], ids=["mariadb", "postgresql", "sqlite"]
+)
+async def dialect_engine(
+    request: pytest.FixtureRequest, unique: str, tmp_path: Path
+) -> AsyncIterator[AsyncEngine]:
+    """An engine on each dialect; the test's tables, another program's ``other_<unique>`` and view
+    ``<unique>_locks`` are removed after."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    else:
+        url = request.getfixturevalue(request.param).replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_async_engine(url)
+    try:
+        yield engine
+    finally:
+        async with engine.begin() as conn:
+            for name in (f"other_{unique}", f"{unique}_exp"):  # other_...: with its index
+                await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+            await conn.exec_driver_sql(f"DROP VIEW IF EXISTS {unique}_locks")
+        await _drop_tables(engine, unique)
+        await engine.dispose()
+
+
+async def _relation_exists(engine: AsyncEngine, name: str) -> bool:
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: inspect(sync).has_table(name))
+
+
+@pytest.mark.parametrize(
+    ("ddl", "shared_namespace_only"),
+    [
+        # Index names share the tables' namespace on PostgreSQL and SQLite, not on MariaDB.
+        (["CREATE TABLE {u}_exp (a integer)"], True),
+        (["CREATE TABLE other_{u} (a integer)", "CREATE INDEX {u}_locks ON other_{u} (a)"], True),
+        (["CREATE VIEW {u}_locks AS SELECT 1 AS a"], False),
+    ],
+    ids=[
+        "table-named-like-the-expiry-index",
+        "index-named-like-the-lock-table",
+        "view-named-like-the-lock-table",
+    ],
+)
+async def test_another_relation_holding_a_derived_name_is_refused_before_any_ddl(
+    dialect_engine: AsyncEngine, unique: str, ddl: list[str], shared_namespace_only: bool
+) -> None:
+    async with dialect_engine.begin() as conn:
+        for statement in ddl:
+            await conn.exec_driver_sql(statement.format(u=unique))
+    storage = SQLAlchemyStorage(dialect_engine, table=unique)
+    if shared_namespace_only and dialect_engine.dialect.name not in ("postgresql", "sqlite"):
+        async with storage:  # no clash on MariaDB: the storage works
+            await storage.set("k", 1)
+            async with storage.lock("k"):
+                assert await storage.get("k") == 1
+        return
+    with pytest.raises(ConfigError, match=f"table='{unique}'.*'{unique}_(exp|locks)', the name of its"):
+        await storage.start()
+    assert not await _relation_exists(dialect_engine, unique)  # refused before creating anything
+
+
+async def test_an_index_missing_from_an_existing_table_is_created(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    async with SQLAlchemyStorage(url) as storage, storage.engine.begin() as conn:
+        await conn.exec_driver_sql("DROP INDEX botstate_exp")
+    async with SQLAlchemyStorage(url) as storage, storage.engine.connect() as conn:
+        indexes = await conn.run_sync(lambda sync: inspect(sync).get_indexes("botstate"))
+        assert {"botstate_exp", "botstate_k"} <= {index["name"] for index in indexes}
 
 
 # -- unavailable servers ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from _sweeping import check_sweeps_without_start
 from botstate import (
     ConfigError,
     CorruptValueError,
@@ -291,6 +292,19 @@ async def test_operations_open_the_file_without_start(tmp_path: Path) -> None:
         assert await storage.get("a") == 1
     finally:
         await storage.stop()
+
+
+async def test_sweep_interval_sweeps_a_storage_never_started(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    raw = sqlite3.connect(path)
+
+    async def count_rows() -> int:
+        return int(raw.execute("SELECT count(*) FROM botstate").fetchone()[0])
+
+    try:
+        await check_sweeps_without_start(SQLiteStorage(path, sweep_interval=0.01), count_rows)
+    finally:
+        raw.close()
 
 
 # -- group commit ------------------------------------------------------------------------------------

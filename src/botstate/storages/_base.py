@@ -120,6 +120,14 @@ class BaseStorage(Storage[V]):
         if sweep_interval is not None and not sweep_interval > 0:
             raise ValueError("sweep_interval must be positive seconds or None")
         self.sweep_interval = sweep_interval
+        """Seconds between background ``sweep()`` calls, or None for no sweeper.
+
+        The sweeper runs once the storage is started (``async with storage:`` or ``await
+        storage.start()``). Backends that open a connection on first use (SQLite, PostgreSQL,
+        SQLAlchemy) also start it then, so a storage used without ``start()`` sweeps as configured;
+        the in-process ones (memory, LRU, files) open nothing, and their hot paths stay free of the
+        check: start them to sweep. ``stop()`` ends the sweeper.
+        """
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
 
@@ -246,10 +254,22 @@ class BaseStorage(Storage[V]):
             return
         await self._open()
         self._started = True
-        if self.sweep_interval is not None and self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(
-                self._sweep_forever(self.sweep_interval), name=f"botstate-sweep-{self.backend}"
-            )
+        self._start_sweeper()
+
+    def _start_sweeper(self) -> None:
+        """Start the background sweeper if configured and not running on this loop yet.
+
+        Called by ``start()`` and by backends when they open lazily on first use.
+        """
+        if self.sweep_interval is None:
+            return
+        loop = asyncio.get_running_loop()
+        sweeper = self._sweeper
+        if sweeper is not None and not sweeper.done() and sweeper.get_loop() is loop:
+            return
+        self._sweeper = loop.create_task(
+            self._sweep_forever(self.sweep_interval), name=f"botstate-sweep-{self.backend}"
+        )
 
     async def stop(self) -> None:
         """Stop the sweeper and close connections. Idempotent; the storage may be started again."""

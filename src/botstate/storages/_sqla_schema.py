@@ -30,6 +30,7 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import mysql
@@ -49,6 +50,30 @@ SCAN_PAGE = 500
 
 _TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 _MYSQL = frozenset({"mysql", "mariadb"})
+_PREFIX_INDEX = ("mysql", "mariadb", "sqlite")
+"""Dialects that get the key prefix index (PostgreSQL cannot index 4 KB keys)."""
+_DERIVED = {
+    "_locks": "lock table",
+    "_version": "schema version table",
+    "_exp": "expiry index",
+    "_k": "key index",
+}
+"""Suffixes of the names made from a table's: a table so named would be another storage's part."""
+
+# What already holds our names, per dialect: (name, kind, table an index belongs to). PostgreSQL
+# and SQLite keep tables and indexes in one namespace (SQLite ignoring case); MySQL's indexes
+# belong to their table, so only tables and views can be in the way there.
+_RELATIONS = {
+    "postgresql": "SELECT c.relname, CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table'"
+    " WHEN 'i' THEN 'index' WHEN 'I' THEN 'index' WHEN 'v' THEN 'view' WHEN 'm' THEN 'view'"
+    " WHEN 'S' THEN 'sequence' ELSE 'relation' END, t.relname FROM pg_class c"
+    " LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_class t ON t.oid = i.indrelid"
+    " WHERE c.relnamespace = current_schema()::regnamespace AND c.relname IN :names",
+    "sqlite": "SELECT lower(name), type, lower(tbl_name) FROM sqlite_master WHERE lower(name) IN :names",
+    "mysql": "SELECT TABLE_NAME, CASE TABLE_TYPE WHEN 'VIEW' THEN 'view' ELSE 'table' END, NULL"
+    " FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names",
+}
+_RELATIONS["mariadb"] = _RELATIONS["mysql"]
 
 # MySQL needs fixed-size binary for a primary key and LONGBLOB for values over 64 KB.
 _DIGEST = LargeBinary().with_variant(mysql.BINARY(32), "mysql", "mariadb")
@@ -57,11 +82,21 @@ _VALUE = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
 def validate_table(name: object) -> str:
-    """Accept lowercase SQL identifiers only: the name reaches DDL, and case folds differently per DB."""
+    """Accept lowercase SQL identifiers only: the name reaches DDL, and case folds differently per DB.
+
+    A name another table's parts are named by is refused too: with ``x`` and ``x_locks`` both in
+    use, the second storage's entries would be the first one's lock rows.
+    """
     if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
         raise ConfigError(
             f"table must be 1-48 characters of a-z, 0-9 and _, not starting with a digit; got {name!r}"
         )
+    for suffix, part in _DERIVED.items():
+        if name.endswith(suffix):
+            raise ConfigError(
+                f"invalid table name {name!r}: a name ending in {suffix!r} is the {part} of table"
+                f" {name.removesuffix(suffix)!r}; choose a name without that ending"
+            )
     return name
 
 
@@ -94,7 +129,7 @@ class Schema:
             Index(f"{name}_exp", "exp"),
             # Narrows glob scans by prefix. PostgreSQL cannot index 4 KB keys, so it scans there.
             Index(f"{name}_k", "k", mysql_length=255).ddl_if(
-                dialect=("mysql", "mariadb", "sqlite")  # type: ignore[arg-type]  # tuples are documented
+                dialect=_PREFIX_INDEX  # type: ignore[arg-type]  # tuples are documented
             ),
             **mysql_opts,
         )
@@ -116,14 +151,60 @@ class Schema:
             **mysql_opts,
         )
 
-    def foreign_table(self, conn: Connection) -> str | None:
-        """The first of our tables that exists with other columns (another program's table), if any."""
+    def indexes(self, dialect: str) -> dict[str, str]:
+        """The names of the indexes created on ``dialect``, each with its table's."""
+        return {
+            index.name: table.name
+            for table in (self.entries, self.locks)
+            for index in table.indexes
+            if index.name is not None and (index.name != f"{self.name}_k" or dialect in _PREFIX_INDEX)
+        }
+
+    def conflict(self, conn: Connection) -> str | None:
+        """Why one of our names is held by something else (another program's table or index), if so.
+
+        Checked before any DDL: ``CREATE ... IF NOT EXISTS`` and SQLAlchemy's ``checkfirst`` keep
+        whatever holds a name, and an index name taken on PostgreSQL or SQLite fails the creation
+        (on SQLite half-way, leaving the table without its indexes).
+        """
+        dialect = conn.dialect.name
+        tables = {table.name: table for table in (self.entries, self.locks, self.meta)}
+        indexes = self.indexes(dialect) if dialect in ("postgresql", "sqlite") else {}
+        query = _RELATIONS.get(dialect)
+        found: dict[str, tuple[str, str | None]]
+        if query is None:  # another dialect: its tables are all we can look up portably
+            found = {name: ("table", None) for name in inspect(conn).get_table_names() if name in tables}
+        else:
+            stmt = text(query).bindparams(bindparam("names", expanding=True))
+            rows = conn.execute(stmt, {"names": [*tables, *indexes]}).all()
+            found = {name: (kind, owner) for name, kind, owner in rows}
+        for name, (kind, owner) in found.items():
+            if (name in indexes and (kind, owner) != ("index", indexes[name])) or (
+                name in tables and kind != "table"
+            ):
+                holder = f"an index of table {owner!r}" if kind == "index" else f"a {kind}"
+                return f"{name!r}, the name of its {_part(name)}, is taken by {holder}"
         inspector = inspect(conn)
-        for table in (self.entries, self.locks, self.meta):
-            found = {column["name"] for column in inspector.get_columns(table.name)}
-            if not set(table.c.keys()) <= found:
-                return table.name
+        for name, (kind, _) in found.items():
+            if name in tables and kind == "table":
+                columns = {column["name"] for column in inspector.get_columns(name)}
+                if not set(tables[name].c.keys()) <= columns:
+                    return f"table {name!r} exists with columns this storage does not use"
         return None
+
+    def create(self, conn: Connection) -> None:
+        """Create what is missing: tables, and indexes an interrupted creation left out."""
+        self.metadata.create_all(conn)
+        for table in (self.entries, self.locks):
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+
+
+def _part(name: str) -> str:
+    for suffix, part in _DERIVED.items():
+        if name.endswith(suffix):
+            return part
+    return "entries table"
 
 
 def _upsert(table: Table, dialect: str) -> Executable | None:

@@ -295,9 +295,10 @@ class PostgresStorage(BaseStorage[V]):
             pool.terminate()
 
     async def _connected(self) -> asyncpg.Pool:
-        """The pool, opening the storage on first use."""
+        """The pool, opening the storage (and its sweeper, if configured) on first use."""
         if self._pool is None:
             await self._open()
+            self._start_sweeper()
         assert self._pool is not None
         return self._pool
 

@@ -202,8 +202,9 @@ class SQLAlchemyStorage(BaseStorage[V]):
         atomic by itself and runs in autocommit where that saves round trips (PostgreSQL: no
         ``BEGIN``/``COMMIT`` around it).
         """
-        if not self._ready:
+        if not self._ready:  # first use without start(): open, and sweep if configured
             await self._ensure_schema(key)
+            self._start_sweeper()
         engine = self._autocommit if single and self._autocommit is not None else self._engine
         for attempt in range(1, _ATTEMPTS + 1):
             try:
@@ -255,13 +256,13 @@ class SQLAlchemyStorage(BaseStorage[V]):
                             # Readers never block the writer; only an engine we own is configured.
                             await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
                     async with self._engine.begin() as conn:
-                        await conn.run_sync(self._schema.metadata.create_all)
-                        foreign = await conn.run_sync(self._schema.foreign_table)
-                        if foreign is not None:
+                        conflict = await conn.run_sync(self._schema.conflict)
+                        if conflict is not None:
                             raise ConfigError(
-                                f"table {foreign!r} exists with columns this storage does not use "
-                                "(another program's, or another botstate backend's): choose another table="
+                                f"SQLAlchemyStorage(table={self.table!r}): {conflict} (another program's,"
+                                " or another botstate backend's): choose another table="
                             )
+                        await conn.run_sync(self._schema.create)
                         await self._check_version(conn)
                     break
                 except _DB_ERRORS as exc:  # e.g. another process created the tables at the same time

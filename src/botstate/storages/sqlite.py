@@ -231,11 +231,15 @@ class SQLiteStorage(BaseStorage[V]):
             attempt += 1
 
     async def _connected(self) -> tuple[sqlite3.Cursor, GroupCommit]:
-        """Open on first use (``start`` is optional), once even under concurrent first calls."""
+        """Open on first use (``start`` is optional), once even under concurrent first calls.
+
+        The sweeper starts here too: ``sweep_interval`` must not depend on calling ``start()``.
+        """
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             await self._open()
+        self._start_sweeper()
         assert self._cur is not None
         assert self._writer is not None
         return self._cur, self._writer
