@@ -52,6 +52,8 @@ class KeyedLocks:
 
     ``_held`` maps a held key to its waiters (``None`` until someone waits). ``release`` hands
     the key straight to the first waiter, so a key never looks free while others queue for it.
+    Sessions inline ``try_acquire`` and the waiter-less ``release`` on ``_held`` (their hot path,
+    in sessions/session.py): a change of this layout changes them too.
     """
 
     __slots__ = ("_held", "_tokens", "backend")

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from botstate import MemoryStorage, SQLiteStorage
+from botstate import LruMemoryStorage, MemoryStorage, SQLiteStorage
 from botstate._ttl import TTL
 from botstate.sessions import Sessions
-from botstate.sessions.session import has_encoded_access
+from botstate.sessions.session import has_encoded_access, has_sync_access
 
 KEY = "session:chat"
 
 
-class _Counted:
-    """Counts the backend calls sessions can make, then makes them."""
+class _CountsCalls:
+    """Counts the public calls sessions can make, then makes them."""
 
     calls: Counter[str]
 
@@ -37,15 +37,6 @@ class _Counted:
         self.calls["set"] += 1
         await super().set(key, value, ttl=ttl)  # type: ignore[misc]
 
-    async def _get_encoded(self, key: str) -> bytes | None:
-        self.calls["get"] += 1
-        data: bytes | None = await super()._get_encoded(key)  # type: ignore[misc]
-        return data
-
-    async def _set_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
-        self.calls["set"] += 1
-        await super()._set_encoded(key, data, ttl_ms)  # type: ignore[misc]
-
     async def touch(self, key: str, ttl: TTL | None = None) -> bool:
         self.calls["touch"] += 1
         return bool(await super().touch(key, ttl))  # type: ignore[misc]
@@ -55,7 +46,41 @@ class _Counted:
         return bool(await super().delete(key))  # type: ignore[misc]
 
 
+class _Counted(_CountsCalls):
+    """And the awaited encoded access (every backend with encoded access has it)."""
+
+    async def _get_encoded(self, key: str) -> bytes | None:
+        self.calls["get"] += 1
+        data: bytes | None = await super()._get_encoded(key)  # type: ignore[misc]
+        return data
+
+    async def _set_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
+        self.calls["set"] += 1
+        await super()._set_encoded(key, data, ttl_ms)  # type: ignore[misc]
+
+
+class _CountedPlainCalls(_CountsCalls):
+    """And the in-memory backends' fast path: encoded access by plain calls."""
+
+    def _peek_encoded(self, key: str) -> bytes | None:
+        self.calls["get"] += 1
+        data: bytes | None = super()._peek_encoded(key)  # type: ignore[misc]
+        return data
+
+    def _put_encoded(self, key: str, data: bytes, ttl_ms: int | None) -> None:
+        self.calls["set"] += 1
+        super()._put_encoded(key, data, ttl_ms)  # type: ignore[misc]
+
+
 class CountedMemory(_Counted, MemoryStorage[Any]):
+    pass
+
+
+class CountedPlainMemory(_CountedPlainCalls, MemoryStorage[Any]):
+    pass
+
+
+class CountedPlainLru(_CountedPlainCalls, LruMemoryStorage[Any]):
     pass
 
 
@@ -63,12 +88,15 @@ class CountedSQLite(_Counted, SQLiteStorage[Any]):
     pass
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite"])
+@pytest_asyncio.fixture(params=["memory", "memory-plain-calls", "lru-plain-calls", "sqlite"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    storage = CountedMemory() if request.param == "memory" else CountedSQLite(str(tmp_path / "s.db"))
+    kinds: dict[str, Any] = {"memory": CountedMemory, "memory-plain-calls": CountedPlainMemory}
+    kinds["lru-plain-calls"] = CountedPlainLru
+    storage: Any = kinds[request.param]() if request.param in kinds else CountedSQLite(str(tmp_path / "s.db"))
     storage.calls = Counter()
     async with storage:
         assert has_encoded_access(storage)  # the fast path, not the plain one
+        assert has_sync_access(storage) is request.param.endswith("plain-calls")
         yield storage
 
 
@@ -87,6 +115,15 @@ def test_the_counting_override_is_the_one_in_use() -> None:
             return await super().get(key, default)
 
     assert not has_encoded_access(OnlyGet())
+
+    # Memory's encoded access by plain calls is used only while nothing overrides it: an override
+    # of the awaited encoded methods (as CountedMemory's) keeps sessions on those.
+    assert has_sync_access(MemoryStorage())
+    assert has_sync_access(LruMemoryStorage())
+    assert has_sync_access(CountedPlainMemory())
+    assert not has_sync_access(CountedMemory())
+    assert not has_sync_access(OnlyGet())
+    assert not has_sync_access(SQLiteStorage(":memory:"))
 
 
 async def test_untouched_lazy_session_does_no_io(storage: Any) -> None:
