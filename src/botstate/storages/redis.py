@@ -291,7 +291,7 @@ class RedisStorage(BaseStorage[V]):
         if type(key) is not str or not key:
             bad_key(key)
         full = self.prefix + key
-        if self._is_lock_key(full):
+        if self._hide_locks and full.startswith(self.lock_prefix):
             raise ConfigError(
                 f"key {key!r} is reserved: with prefix {self.prefix!r} it falls under "
                 f"lock_prefix {self.lock_prefix!r} (backend={self.backend}); use another key or prefix"

@@ -337,7 +337,6 @@ class StorageConformance:
 
     @pytest.mark.parametrize("key", BAD_KEYS, ids=BAD_KEY_IDS)
     async def test_bad_keys_are_rejected_by_every_other_method(self, storage: Any, key: Any) -> None:
-        _need(storage, "iteration")
         error = ValueError if key == "" else TypeError
         if _has(storage, "ttl"):
             with pytest.raises(error):
@@ -354,7 +353,8 @@ class StorageConformance:
             with pytest.raises(error):
                 async with storage.lock(key, lease=5, timeout=1):
                     pass
-        assert await _collect(storage.keys()) == []
+        if _has(storage, "iteration"):
+            assert await _collect(storage.keys()) == []  # nothing was written on the way
 
     async def test_special_and_long_keys_are_distinct_and_safe(self, storage: Any) -> None:
         _need(storage, "iteration")
