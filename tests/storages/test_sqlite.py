@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import os
 import signal
 import sqlite3
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -265,7 +268,11 @@ async def test_corrupt_bytes_in_the_table_raise_and_are_kept(tmp_path: Path) -> 
 def test_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     relative = SQLiteStorage.from_url("sqlite:///state.db?table=chats&busy_timeout=1")
-    assert (relative.path, relative.table, relative.busy_timeout) == ("state.db", "chats", 1.0)
+    assert (relative.path, relative.table, relative.busy_timeout) == (
+        os.path.join(os.getcwd(), "state.db"),
+        "chats",
+        1.0,
+    )
     absolute = open_storage(f"sqlite:///{tmp_path}/abs.db", default_ttl=60)
     assert isinstance(absolute, SQLiteStorage)
     assert absolute.path == f"{tmp_path}/abs.db"
@@ -624,3 +631,86 @@ async def test_a_str_subclass_key_is_refused_saying_how_to_pass_it(tmp_path: Pat
                 await call(Chat.MAIN)
         await storage.set(str(Chat.MAIN), 1)
         assert await storage.get("chat:main") == 1
+
+
+async def test_a_relative_path_is_one_file_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path)
+    opened = SQLiteStorage("bot.db")
+    constructed = SQLiteStorage("later.db")  # resolved now, opened after the chdir below
+    await opened.set("small", 1)
+    monkeypatch.chdir(elsewhere)
+    try:
+        # A batch this large is written on a connection of its own, opened now.
+        await opened.set_many({f"bulk:{i}": i for i in range(PAGE + 100)})
+        await constructed.set_many({f"bulk:{i}": i for i in range(PAGE + 100)})
+        for storage in (opened, constructed):
+            assert await storage.get_many(["bulk:0", f"bulk:{PAGE + 99}"]) == [0, PAGE + 99]
+    finally:
+        await opened.stop()
+        await constructed.stop()
+    assert list(elsewhere.iterdir()) == []
+    for name in ("bot.db", "later.db"):
+        async with SQLiteStorage(tmp_path / name) as reopened:
+            assert len([key async for key in reopened.keys("bulk:*")]) == PAGE + 100
+
+
+async def test_storages_dropped_without_stop_leave_no_thread_or_connection(tmp_path: Path) -> None:
+    threads_before = threading.active_count()
+    paths = [tmp_path / f"db{i}" for i in range(5)]
+    dropped: list[weakref.ref[SQLiteStorage[Any]]] = []
+
+    async def use_and_drop() -> None:
+        for path in paths:
+            storage: SQLiteStorage[Any] = SQLiteStorage(path)
+            await storage.set("k", 1)  # a commit, after which the checkpointer thread runs
+            checkpointer = storage._checkpointer
+            assert checkpointer is not None
+            for _ in range(500):
+                if checkpointer.runs:
+                    break
+                await asyncio.sleep(0.01)
+            assert checkpointer.runs
+            dropped.append(weakref.ref(storage))
+
+    await use_and_drop()
+    gc.collect()
+    assert [ref() for ref in dropped] == [None] * len(paths)  # nothing kept a storage alive
+    for _ in range(500):  # bounded wait for the threads to finish their last round
+        if threading.active_count() <= threads_before:
+            break
+        await asyncio.sleep(0.01)
+    assert threading.active_count() <= threads_before
+    for path in paths:  # leaving WAL mode needs the only connection to the file
+        conn = sqlite3.connect(path, timeout=0)
+        try:
+            assert conn.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+        finally:
+            conn.close()
+
+
+async def test_a_cancelled_stop_still_closes_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    storage: SQLiteStorage[Any] = SQLiteStorage(path)
+    await storage.set("k", 1)
+    checkpointer = storage._checkpointer
+    assert checkpointer is not None
+    stopping = asyncio.create_task(storage.stop())
+    await asyncio.sleep(0)  # stop() now waits for the checkpointer thread to end
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    for _ in range(500):  # the thread ends on its own, having been told to
+        if not checkpointer._thread.is_alive():
+            break
+        await asyncio.sleep(0.01)
+    conn = sqlite3.connect(path, timeout=0)
+    try:  # leaving WAL mode needs the only connection to the file
+        assert conn.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+    finally:
+        conn.close()
+    assert await storage.get("k") == 1  # and the storage opens again on use
+    await storage.stop()

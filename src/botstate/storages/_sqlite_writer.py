@@ -218,6 +218,7 @@ class Checkpointer:
     per ``interval`` seconds. PASSIVE never waits for readers or writers, and the first write after
     a complete checkpoint rewinds the WAL, so it stays about as large as the writes of one interval
     (as with SQLite's own automatic checkpoint, a reader that never finishes can hold it longer).
+    The thread refers to nothing but this object, so the storage owning it can be collected.
     """
 
     def __init__(self, path: str, *, interval: float = 0.1) -> None:
@@ -233,10 +234,14 @@ class Checkpointer:
     def poke(self) -> None:
         self._wake.set()
 
-    async def stop(self) -> None:
-        """End the thread, off the loop: it may be in the middle of a checkpoint."""
+    def halt(self) -> None:
+        """Tell the thread to end (it closes its connection) without waiting: safe from any thread."""
         self._stop.set()
         self._wake.set()
+
+    async def stop(self) -> None:
+        """End the thread and wait for it off the loop: it may be in the middle of a checkpoint."""
+        self.halt()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
     def _work(self) -> None:

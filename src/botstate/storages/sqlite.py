@@ -20,6 +20,7 @@ import asyncio
 import os
 import socket
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -41,13 +42,13 @@ PAGE = 500
 
 _SYNCHRONOUS = ("normal", "full", "extra")
 
+_SLOW = object()
 
-def _is_text(key: str) -> bool:
-    try:
-        key.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+
+def _abandoned(conn: sqlite3.Connection, checkpointer: Checkpointer) -> None:
+    """A storage collected without ``stop()``: free its thread and file as its connection once was."""
+    checkpointer.halt()
+    conn.close()
 
 
 class SQLiteLock(LeaseLock[int]):
@@ -114,9 +115,12 @@ class SQLiteStorage(BaseStorage[V]):
         synchronous: str = "normal",
     ) -> None:
         super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
-        self.path = os.fspath(path)
-        if not isinstance(self.path, str) or not self.path:
+        name = os.fspath(path)
+        if not isinstance(name, str) or not name:
             raise ConfigError(f"SQLite path must be a non-empty str path, got {path!r}")
+        # Resolved once: a large set_many and the checkpointer open connections of their own
+        # later, and must reach this file even if the working directory has changed since.
+        self.path = name if name == ":memory:" else os.path.abspath(name)
         self.table = validate_table(table)
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or busy_timeout < 0:
             raise ConfigError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
@@ -129,6 +133,7 @@ class SQLiteStorage(BaseStorage[V]):
         self._cur: sqlite3.Cursor | None = None
         self._writer: GroupCommit | None = None
         self._checkpointer: Checkpointer | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._open_lock: asyncio.Lock | None = None
         self._released: asyncio.Future[None] | None = None
         self._host = socket.gethostname()
@@ -173,10 +178,13 @@ class SQLiteStorage(BaseStorage[V]):
         if self.path == ":memory:":
             self._writer = GroupCommit(conn, busy_timeout=self.busy_timeout, wrap=self._wrap)
         else:
-            self._checkpointer = Checkpointer(self.path)
+            checkpointer = self._checkpointer = Checkpointer(self.path)
             self._writer = GroupCommit(
-                conn, busy_timeout=self.busy_timeout, wrap=self._wrap, committed=self._checkpointer.poke
+                conn, busy_timeout=self.busy_timeout, wrap=self._wrap, committed=checkpointer.poke
             )
+            # start()/stop() are optional: an unstopped storage must not pin a thread and a file
+            # once nothing refers to it. The finalizer holds the connection and thread, never self.
+            self._finalizer = weakref.finalize(self, _abandoned, conn, checkpointer)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Settings, then the schema; each step is safe to repeat after SQLITE_BUSY."""
@@ -245,16 +253,20 @@ class SQLiteStorage(BaseStorage[V]):
         return self._cur, self._writer
 
     async def _close(self) -> None:
-        writer, conn, checkpointer = self._writer, self._conn, self._checkpointer
+        writer, conn, checkpointer, finalizer = self._writer, self._conn, self._checkpointer, self._finalizer
         if writer is not None:
             await writer.drain()
             writer.close()
-        self._writer = self._cur = self._conn = self._checkpointer = None
+        self._writer = self._cur = self._conn = self._checkpointer = self._finalizer = None
         self._open_lock = None
-        if checkpointer is not None:
-            await checkpointer.stop()
-        if conn is not None:
-            conn.close()
+        if finalizer is not None:
+            finalizer.detach()
+        try:
+            if checkpointer is not None:
+                await checkpointer.stop()
+        finally:  # a cancelled stop() still closes the file: nothing refers to this connection now
+            if conn is not None:
+                conn.close()
 
     # -- reads (inline) and writes (group commit) ---------------------------------------------------
 
@@ -275,33 +287,36 @@ class SQLiteStorage(BaseStorage[V]):
             await asyncio.sleep(backoff(attempt))
             attempt += 1
 
+    def _fetch(self, key: str) -> Any:
+        """The row of ``key`` (live or not) read inline, or ``_SLOW`` when only ``_row`` can tell.
+
+        Synchronous, so the hottest path (``get``) pays for no extra coroutine.
+        """
+        cur = self._cur
+        if cur is not None:
+            try:
+                return cur.execute(self._sql.get, (key,)).fetchone()
+            except (sqlite3.Error, UnicodeEncodeError):
+                pass  # busy, or a key sqlite3 cannot bind: ``_query`` retries or says why
+        return _SLOW
+
     async def _row(self, key: str) -> Any:
         """The live ``(value, expires_at)`` row of ``key``, or None when missing or expired."""
-        cur = self._cur
-        if cur is None:
-            row = await self._read_row(key)
-        else:
-            try:
-                row = cur.execute(self._sql.get, (key,)).fetchone()
-            except UnicodeEncodeError as exc:
-                raise self._not_text(key, exc) from exc
-            except sqlite3.Error:
-                row = await self._read_row(key)
+        row = self._fetch(key)
+        if row is _SLOW:
+            rows = await self._query(self._sql.get, (key,), key)  # opens the file if need be
+            row = rows[0] if rows else None
         if row is None or (row[1] is not None and row[1] <= now_ms()):
             return None
         return row
-
-    async def _read_row(self, key: str) -> Any:
-        """The point read's slow path: opens the file, retries while busy, wraps errors."""
-        rows = await self._query(self._sql.get, (key,), key)
-        return rows[0] if rows else None
 
     async def _write(self, op: Op, args: tuple[Any, ...], key: str | None) -> Any:
         writer = self._writer or (await self._connected())[1]
         try:
             return await writer.submit(op, args, key)
         except UnicodeEncodeError as exc:
-            raise self._not_text(key, exc) from exc
+            # Writes bind no text but keys, so a batch's culprit is the text sqlite3 could not bind.
+            raise self._not_text(key or exc.object, exc) from exc
 
     def _not_text(self, key: str | None, exc: UnicodeEncodeError) -> ValueError:
         """SQLite stores text as UTF-8, which a lone surrogate (``"\\ud800"``) is not.
@@ -321,19 +336,11 @@ class SQLiteStorage(BaseStorage[V]):
     # -- Storage --------------------------------------------------------------------------------
 
     async def _get(self, key: str, default: Any = None) -> Any:
-        # ``_row`` inlined: this is the hottest read path.
         if type(key) is not str or not key:
             bad_key(key)
-        cur = self._cur
-        if cur is None:
-            row = await self._read_row(key)
-        else:
-            try:
-                row = cur.execute(self._sql.get, (key,)).fetchone()
-            except UnicodeEncodeError as exc:
-                raise self._not_text(key, exc) from exc
-            except sqlite3.Error:
-                row = await self._read_row(key)
+        row = self._fetch(key)
+        if row is _SLOW:
+            row = await self._row(key)
         if row is None or (row[1] is not None and row[1] <= now_ms()):
             return default
         try:
@@ -353,11 +360,7 @@ class SQLiteStorage(BaseStorage[V]):
         except Exception:
             data = self._encode_value(key, value)  # raises SerializationError naming the key
         expires = None if ttl_ms is None else now_ms() + ttl_ms
-        writer = self._writer or (await self._connected())[1]
-        try:
-            await writer.submit(self._op_execute, (self._sql.set, (key, data, expires)), key)
-        except UnicodeEncodeError as exc:
-            raise self._not_text(key, exc) from exc
+        await self._write(self._op_execute, (self._sql.set, (key, data, expires)), key)
 
     async def _get_encoded(self, key: str) -> bytes | None:
         """The stored bytes of a live entry (the sessions' fast path: no decode to compare)."""
@@ -410,16 +413,10 @@ class SQLiteStorage(BaseStorage[V]):
         if ttl_ms is not None:
             expires = now_ms() + ttl_ms
             rows = [(key, data, expires) for key, data, _ in rows]
-        try:
-            if len(rows) > PAGE and self.path != ":memory:":
-                await self._set_many_paged(rows)
-            else:
-                await self._write(self._op_set_many, (rows,), None)
-        except ValueError as exc:
-            if not isinstance(exc.__cause__, UnicodeEncodeError):
-                raise
-            key = next(key for key, _, _ in rows if not _is_text(key))
-            raise self._not_text(key, exc.__cause__) from exc.__cause__
+        if len(rows) > PAGE and self.path != ":memory:":
+            await self._set_many_paged(rows)
+        else:
+            await self._write(self._op_set_many, (rows,), None)
 
     async def _set_many_paged(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         """A big batch: one transaction on a connection of its own, yielding to the loop per page.
@@ -442,15 +439,14 @@ class SQLiteStorage(BaseStorage[V]):
                         await asyncio.sleep(0)
                     conn.executemany(self._sql.set, rows[start : start + PAGE])
                 conn.execute("COMMIT")
-            except UnicodeEncodeError as exc:
-                conn.execute("ROLLBACK")
-                raise self._not_text(None, exc) from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise self._wrap(exc) from exc
+        except UnicodeEncodeError as exc:
+            raise self._not_text(exc.object, exc) from exc
         finally:
             conn.close()
         if self._checkpointer is not None:
