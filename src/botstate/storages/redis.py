@@ -72,9 +72,9 @@ _TOKEN_KEEP_MS = 3_600_000
 def _server_match(pattern: str) -> str:
     """A ``SCAN MATCH`` pattern selecting at least every key ``pattern`` matches.
 
-    Redis matches bytes, botstate matches characters, and their set syntaxes differ (``[!a]``),
-    so only literals and ``*`` are sent as they are; ``?`` and sets widen to ``*`` and the exact
-    check is done in Python.
+    Redis matches bytes where botstate matches characters (``?`` is one byte there, and a set of
+    non-ASCII characters a set of bytes), so only literals and ``*`` are sent as they are; ``?``
+    and sets widen to ``*`` and the exact check is done in Python.
     """
     out = []
     for kind, text in _tokens(pattern):
