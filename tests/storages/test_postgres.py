@@ -424,3 +424,78 @@ async def test_lock_rows_do_not_pile_up(postgres_dsn: str, table: str) -> None:
         async with storage.lock("crashed", lease=5) as again:
             assert again.token > abandoned.token > max(tokens)
             assert tokens == sorted(set(tokens))
+
+
+async def _wait_for_lock_waiter(conn: Any, app: str) -> None:
+    """Until a backend of ``app`` waits for a row lock (bounded)."""
+    for _ in range(400):
+        if await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            app,
+        ):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the statement never waited for the row lock")
+
+
+async def test_cancelled_sets_neither_break_nor_leak_connections(
+    postgres_dsn: str, table: str, unique: str
+) -> None:
+    """A set cancelled mid-statement must hand its connection back: with three connections in the
+    pool, three cancelled sets would otherwise leave none for what follows."""
+    app = f"bs-{unique}"[:60]
+    storage = PostgresStorage(
+        postgres_dsn, table=table, min_size=1, max_size=3, server_settings={"application_name": app}
+    )
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await storage.set("k", "old")
+        for n in range(3):
+            async with admin.transaction():
+                await admin.execute(f'SELECT 1 FROM "{table}" WHERE id = $1 FOR UPDATE', b"k")
+                task = asyncio.ensure_future(storage.set("k", f"cancelled {n}"))
+                await _wait_for_lock_waiter(admin, app)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        bounded = asyncio.gather(storage.set("k", "new"), storage.delete("other"), storage.has("k"))
+        assert await asyncio.wait_for(bounded, 15) == [None, False, True]
+        assert await asyncio.wait_for(storage.get("k"), 15) == "new"
+    finally:
+        await admin.close()
+        await storage.stop()
+
+
+@pytest.mark.parametrize("max_size", [1, 2])
+async def test_a_small_pool_serves_every_operation_at_once(
+    postgres_dsn: str, table: str, max_size: int
+) -> None:
+    """gets and sets keep no connection a pool this small needs for everything else."""
+    async with PostgresStorage(postgres_dsn, table=table, min_size=1, max_size=max_size) as storage:
+        await storage.set("n", 0)
+
+        async def locked_increment() -> int:
+            async with storage.lock("n-lock", timeout=10):
+                return await storage.increment("n")
+
+        calls = asyncio.gather(
+            *(storage.get("n") for _ in range(3)),
+            storage.set("k", 1),
+            locked_increment(),
+            storage.delete("k2"),
+        )
+        results = await asyncio.wait_for(calls, 15)
+        assert results[3:] == [None, 1, False]
+        assert await asyncio.wait_for(storage.get("k"), 15) == 1
+
+
+async def test_a_pool_you_pass_is_not_held_between_operations(postgres_dsn: str, table: str) -> None:
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=1)
+    try:
+        async with PostgresStorage(pool, table=table) as storage:
+            await storage.set("k", "v")
+            assert await storage.get("k") == "v"
+            # The only connection is free for the rest of the program while the storage is open.
+            assert await asyncio.wait_for(pool.fetchval("SELECT 1"), 15) == 1
+    finally:
+        await pool.close()

@@ -3,7 +3,8 @@
 Every operation is a single SQL statement (upserts, ``UPDATE ... WHERE value = $n``, ``INSERT ... ON
 CONFLICT``), so a failure never leaves a write half-applied and compare-and-set, increments and locks
 are atomic against every other client. Concurrent ``get``/``set`` calls are coalesced into one
-statement while another is in flight (see ``_pg_lane``); a lone call is sent straight away.
+statement while another is in flight (see ``_pg_lane``); a lone call is sent straight away, on a
+connection its lane keeps (``_Held``) rather than one borrowed from the pool per statement.
 The table layout and statements live in ``_pg_sql``.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -77,6 +79,41 @@ class _NoResetConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
+class _Held:
+    """The pooled connection a lane keeps between its statements while the storage is open.
+
+    A lane never has two statements in flight, so one connection serves all of them; keeping it
+    saves the pool's acquire and release (a queue, a shielded task and a reset check) on every
+    operation, which is most of what a sequential ``get`` costs besides the round trip itself.
+    ``conn`` is None while a statement runs on it: ``stop()`` releases only an idle one and leaves
+    a busy one to be handed back by its statement.
+    """
+
+    __slots__ = ("conn", "pool")
+
+    def __init__(self) -> None:
+        self.conn: Any = None  # an asyncpg PoolConnectionProxy
+        self.pool: Any = None  # the pool it came from
+
+
+def _alive(conn: Any) -> bool:
+    """Whether a kept connection can take a statement. One the server closed while it was idle is
+    detached by asyncpg, which returns it to its pool itself: then even asking raises."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
+async def _hand_back(pool: asyncpg.Pool, conn: Any) -> None:
+    """Return a kept connection to its pool: a closed one is replaced there, a cancelled statement
+    is waited for first, and a connection already returned is left alone."""
+    try:
+        await pool.release(conn)
+    except Exception:  # the pool was closed meanwhile (stop()): its connections went with it
+        pass
+
+
 def _raw_key(key: str) -> bytes:
     """UTF-8, lone surrogates included: every Python str is a valid key and comes back unchanged."""
     return key.encode("utf-8", "surrogatepass")
@@ -138,6 +175,10 @@ class PostgresStorage(BaseStorage[V]):
     (seconds) so that a stalled server surfaces as ``StorageUnavailable`` instead of a hang. Pool
     sizes and any further keyword (``ssl``, ``server_settings``, ``statement_cache_size``...) go to
     ``asyncpg.create_pool`` when the storage makes its own pool.
+
+    With its own pool of at least 3 connections, the ``get`` and ``set`` lanes each keep one pooled
+    connection while the storage is open (see :class:`_Held`); a pool you pass is only ever borrowed
+    from per statement, so the storage never holds connections the rest of your program may need.
     """
 
     backend = "postgres"
@@ -181,7 +222,12 @@ class PostgresStorage(BaseStorage[V]):
         }
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
-        self._gets: Lane[bytes, bytes | None] = Lane(self._get_batch)
+        # Two kept connections must leave at least one for every other statement, or they would wait
+        # for ever for a free one.
+        keep = self._external is None and max_size >= 3
+        self._reader: _Held | None = _Held() if keep else None
+        self._writer: _Held | None = _Held() if keep else None
+        self._gets: Lane[bytes, bytes | None] = Lane(partial(self._get_batch, held=self._reader))
         self._sets: Lane[tuple[bytes, bytes | None, bytes, int | None], None] = Lane(self._set_batch)
 
     # -- connections and errors ---------------------------------------------------------------
@@ -287,6 +333,10 @@ class PostgresStorage(BaseStorage[V]):
 
     async def _close(self) -> None:
         pool, self._pool = self._pool, None
+        for held in (self._reader, self._writer):
+            if held is not None and held.conn is not None:
+                conn, held.conn = held.conn, None
+                await _hand_back(held.pool, conn)
         if pool is None or pool is self._external:
             return
         try:
@@ -319,33 +369,60 @@ class PostgresStorage(BaseStorage[V]):
         statement sent once more.
         """
         try:
+            if retry:
+                return await self._idempotent(None, method, sql, *args)
+            pool = self._pool or await self._connected()
+            return await getattr(pool, method)(sql, *args)
+        except Exception as exc:
+            raise self._failed(exc, key) from exc
+
+    async def _idempotent(self, held: _Held | None, method: str, sql: str, *args: Any) -> Any:
+        """Run an idempotent statement (a read, an upsert of given values): on the lane's kept
+        connection if ``held``, else on one borrowed from the pool; errors are not wrapped.
+
+        A connection found dead (``_RETRYABLE``) is replaced and the statement sent once more. A
+        kept connection that fails in any way, cancellation included, goes back to the pool, which
+        waits for a cancelled statement to end or replaces a broken connection; the next statement
+        takes a fresh one.
+        """
+        if held is None:
             pool = self._pool or await self._connected()
             try:
                 return await getattr(pool, method)(sql, *args)
             except _RETRYABLE:
-                if not retry:
-                    raise
                 return await getattr(pool, method)(sql, *args)
-        except Exception as exc:
-            raise self._failed(exc, key) from exc
+        conn, held.conn = held.conn, None
+        try:
+            if conn is None or not _alive(conn):
+                conn = await self._keep(held, conn)
+            try:
+                result = await getattr(conn, method)(sql, *args)
+            except _RETRYABLE:
+                conn = await self._keep(held, conn)
+                result = await getattr(conn, method)(sql, *args)
+        except BaseException:
+            if conn is not None:
+                await _hand_back(held.pool, conn)
+            raise
+        if self._pool is held.pool:
+            held.conn = conn
+        else:  # stop() ran meanwhile
+            await _hand_back(held.pool, conn)
+        return result
+
+    async def _keep(self, held: _Held, old: Any) -> Any:
+        """A fresh connection for ``held``, after handing back the one it replaces."""
+        if old is not None:
+            await _hand_back(held.pool, old)
+        pool = self._pool or await self._connected()
+        conn = await pool.acquire()
+        held.pool = pool
+        return conn
 
     # -- Storage: get and set go through their lanes -------------------------------------------
 
-    async def _fetch_one(self, id_: bytes) -> bytes | None:
-        pool = self._pool or await self._connected()
-        try:
-            data: bytes | None = await pool.fetchval(self._sql.get, id_)
-        except _RETRYABLE:
-            data = await pool.fetchval(self._sql.get, id_)
-        return data
-
-    async def _get_batch(self, ids: Sequence[bytes]) -> list[bytes | None]:
-        pool = self._pool or await self._connected()
-        unique = list(set(ids))
-        try:
-            rows = await pool.fetch(self._sql.get_many, unique)
-        except _RETRYABLE:
-            rows = await pool.fetch(self._sql.get_many, unique)
+    async def _get_batch(self, ids: Sequence[bytes], held: _Held | None = None) -> list[bytes | None]:
+        rows = await self._idempotent(held, "fetch", self._sql.get_many, list(set(ids)))
         found = {row[0]: row[1] for row in rows}
         return [found.get(id_) for id_ in ids]
 
@@ -361,7 +438,7 @@ class PostgresStorage(BaseStorage[V]):
             else:
                 lane.busy = True
                 try:
-                    data = await self._fetch_one(id_)
+                    data = await self._idempotent(self._reader, "fetchval", self._sql.get, id_)
                 finally:
                     lane.done()
         except Exception as exc:
@@ -378,18 +455,16 @@ class PostgresStorage(BaseStorage[V]):
 
     async def _set_batch(self, rows: Sequence[tuple[bytes, bytes | None, bytes, int | None]]) -> list[None]:
         latest = {row[0]: row for row in rows}  # one statement cannot write a row twice: last one wins
-        await self._write_rows(list(latest.values()))
+        await self._write_rows(list(latest.values()), self._writer)
         return [None] * len(rows)
 
-    async def _write_rows(self, rows: list[tuple[bytes, bytes | None, bytes, int | None]]) -> None:
+    async def _write_rows(
+        self, rows: list[tuple[bytes, bytes | None, bytes, int | None]], held: _Held | None = None
+    ) -> None:
         """Upsert distinct rows in one statement (all or nothing); retried once on a dead connection,
         which is safe because writing the same rows twice leaves the same result."""
-        pool = self._pool or await self._connected()
         columns = [list(column) for column in zip(*rows, strict=True)]
-        try:
-            await pool.execute(self._sql.set_many, *columns)
-        except _RETRYABLE:
-            await pool.execute(self._sql.set_many, *columns)
+        await self._idempotent(held, "execute", self._sql.set_many, *columns)
 
     async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
         if type(key) is not str or not key:
@@ -407,11 +482,7 @@ class PostgresStorage(BaseStorage[V]):
                 return
             lane.busy = True
             try:
-                pool = self._pool or await self._connected()
-                try:
-                    await pool.execute(self._sql.set, id_, long_key, data, ttl_ms)
-                except _RETRYABLE:
-                    await pool.execute(self._sql.set, id_, long_key, data, ttl_ms)
+                await self._idempotent(self._writer, "execute", self._sql.set, id_, long_key, data, ttl_ms)
             finally:
                 lane.done()
         except Exception as exc:
