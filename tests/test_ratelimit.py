@@ -64,34 +64,27 @@ async def test_keys_no_longer_hit_are_swept_by_the_limiter() -> None:
     await asyncio.gather(*(limiter.hit(f"user:{i}") for i in range(100)))
     assert len(storage) == 100
     await asyncio.sleep(0.12)  # every window of those keys has ended, and a sweep is due
-    await limiter.hit("someone else")  # starts the sweep in a task of its own
-    for _ in range(100):  # bounded: the sweep runs at the next turns of the loop
-        if len(storage) == 1:
-            break
-        await asyncio.sleep(0.01)
+    await limiter.hit("someone else")
     assert len(storage) == 1
 
 
-async def test_a_failing_sweep_neither_fails_nor_delays_a_hit(caplog: pytest.LogCaptureFixture) -> None:
-    release = asyncio.Event()
-
+async def test_a_failing_sweep_does_not_fail_the_hit(caplog: pytest.LogCaptureFixture) -> None:
     class BrokenSweeps(MemoryStorage[Any]):
+        sweeps = 0
+
         async def sweep(self) -> int:
-            await release.wait()  # a sweep that takes as long as the test wants
+            self.sweeps += 1
             raise StorageUnavailable("server went away", backend="memory")
 
-    limiter = RateLimiter(BrokenSweeps(), limit=5, period=60, sweep_every=0.01)
+    storage = BrokenSweeps()
+    limiter = RateLimiter(storage, limit=5, period=60, sweep_every=0.01)
     await asyncio.sleep(0.02)
-    assert (await limiter.hit("k")).allowed  # returned while its sweep is still waiting
-    assert (await limiter.hit("k")).remaining == 3
-    release.set()
-    for _ in range(100):
-        if "sweep" in caplog.text:
-            break
-        await asyncio.sleep(0.01)
+    assert (await limiter.hit("k")).remaining == 4
+    assert storage.sweeps == 1
     assert "StorageUnavailable" in caplog.text
     await asyncio.sleep(0.02)
-    assert (await limiter.hit("k")).remaining == 2
+    assert (await limiter.hit("k")).remaining == 3  # and the next round tries again
+    assert storage.sweeps == 2
 
 
 async def test_by_default_the_limiter_sweeps_at_most_once_a_minute() -> None:

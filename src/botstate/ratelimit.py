@@ -9,9 +9,9 @@ Memory stays bounded without setup. A key's windows take turns in two slots, ``f
 ``f"{key}:1"``: a slot comes back a whole period after its counter expired, so ``increment``
 starts it from 0, and an active key never holds more than two entries, even on backends that only
 hide expired entries until a sweep. Keys that stop being hit are removed by the limiter calling the
-storage's ``sweep()`` now and then (``sweep_every``), in a task of its own: a slow or failing
-sweep (a large table's DELETE, a server that went away) is logged and never delays or fails a
-hit. Two slots rather than one keep a denied hit's
+storage's ``sweep()`` now and then (``sweep_every``), inside the hit that finds it due: no task
+outlives the storage it sweeps, and a failing sweep (a server that went away) is logged, never
+turned into a failed hit. Two slots rather than one keep a denied hit's
 give-back in its own window: a single key would be the next window's counter by then, and a
 give-back recreating it at ``-cost`` would let that window admit more than ``limit``.
 
@@ -23,7 +23,6 @@ as well: the limiter errs towards denying and never admits more than ``limit``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -73,7 +72,7 @@ class RateLimiter:
     through ``namespace(storage, "ratelimit:")``.
     """
 
-    __slots__ = ("_next_sweep", "_period_ms", "_storage", "_sweep", "_sweep_every", "_sweeping", "limit")
+    __slots__ = ("_next_sweep", "_period_ms", "_storage", "_sweep", "_sweep_every", "limit")
 
     def __init__(
         self, storage: Storage[Any], *, limit: int, period: TTL, sweep_every: TTL | None = _DEFAULT_SWEEP
@@ -96,7 +95,6 @@ class RateLimiter:
         self._sweep_every = None if sweep_every is None else ttl_to_ms(sweep_every)
         self._sweep = sweep if callable(sweep) and self._sweep_every is not None else None
         self._next_sweep = time.monotonic_ns() // 1_000_000 + (self._sweep_every or 0)
-        self._sweeping: asyncio.Task[None] | None = None  # referenced while it runs
 
     @property
     def period(self) -> timedelta:
@@ -111,21 +109,16 @@ class RateLimiter:
         end = (number + 1) * self._period_ms
         return f"{key}:{number % 2}", end - now, end
 
-    def _maybe_sweep(self) -> None:
-        """Start a sweep of expired entries (keys no longer hit), at most once per ``sweep_every``."""
+    async def _maybe_sweep(self) -> None:
+        """Remove expired entries of keys no longer hit, at most once per ``sweep_every``."""
         now = time.monotonic_ns() // 1_000_000
-        if now < self._next_sweep or self._sweeping is not None:
+        if now < self._next_sweep:
             return
-        self._next_sweep = now + (self._sweep_every or 0)
-        self._sweeping = asyncio.get_running_loop().create_task(self._sweep_quietly())
-
-    async def _sweep_quietly(self) -> None:
+        self._next_sweep = now + (self._sweep_every or 0)  # before awaiting: one hit sweeps
         try:
-            await self._sweep()  # type: ignore[misc]  # only started with a sweep
-        except Exception:  # housekeeping: the next round retries
+            await self._sweep()  # type: ignore[misc]  # only called with a sweep
+        except Exception:  # housekeeping: the hit goes on, the next round retries
             log.exception("botstate: RateLimiter's sweep of %r failed", self._storage)
-        finally:
-            self._sweeping = None
 
     def _result(self, allowed: bool, used: int, left_ms: int, end_ms: int) -> RateLimitResult:
         return RateLimitResult(allowed, self.limit, max(0, self.limit - used), left_ms / 1000, end_ms / 1000)
@@ -134,9 +127,9 @@ class RateLimiter:
         """Count ``cost`` against ``key``'s current window; ``allowed`` says whether it fit."""
         if type(cost) is not int or cost < 1:
             raise ValueError(f"cost must be a positive int, got {cost!r}")
-        counter, left_ms, end_ms = self._window(key)
         if self._sweep is not None:
-            self._maybe_sweep()
+            await self._maybe_sweep()
+        counter, left_ms, end_ms = self._window(key)  # after the sweep, however long it took
         total = await self._storage.increment(counter, cost, ttl=left_ms / 1000)
         if total <= self.limit:
             return self._result(True, total, left_ms, end_ms)

@@ -108,7 +108,7 @@ def open_storage(url: str, **options: Any) -> Any:
 def redacted(url: str) -> str:
     """``url`` fit for an error message or a log: its password (``user:***@``, ``?password=***``)
     hidden."""
-    url = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    url = re.sub(r"(//[^/@:]*:)[^/]*@", r"\1***@", url)  # up to the last @: passwords may hold @
     return re.sub(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 

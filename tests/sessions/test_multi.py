@@ -102,6 +102,19 @@ def test_two_parts_on_the_same_keys_of_one_storage_are_refused(counting: Any) ->
     MultiSessions(a=Sessions(counting, name="s"), b=Sessions(type(counting)(), name="s"))
 
 
+async def test_two_key_functions_agreeing_on_a_shared_name_are_refused_when_opened() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    cart: Sessions[list[str]] = Sessions(storage, name="s", initial=list, key=str, lock_timeout=1)
+    multi = MultiSessions(settings=Sessions(storage, name="s", initial=dict, key=lambda u: str(u)), cart=cart)
+    with pytest.raises(ConfigError, match="same stored key"):
+        async with multi.open(42):
+            pass
+    assert len(storage) == 0
+    async with cart.open(42) as session:  # nothing was left locked (LockError after 1 s otherwise)
+        session.data.append("apple")
+    assert await storage.get("s:42") == ["apple"]
+
+
 async def test_loading_an_unknown_part_names_it(counting: Any) -> None:
     multi = build(counting, counting, lazy_cart=True)
     async with multi.open(UPDATE) as session:

@@ -41,7 +41,8 @@ def _where(part: Sessions[Any]) -> tuple[int, str, Any]:
     """The storage underneath ``part``, the key prefix its sessions get there and its key function.
 
     Parts differing only in their key function (settings per user, a cart per chat) may share a
-    name: ``user_key`` and ``chat_key`` never give the same key.
+    name: ``user_key`` and ``chat_key`` never give the same key. Key functions that do agree for
+    an update are caught when it opens (``MultiSession._refuse_shared_keys``).
     """
     storage: Any = part.storage
     prefix = part.prefix
@@ -128,6 +129,7 @@ class MultiSession:
                     key = await session._sessions.resolve(session._update)
                 if session._opened(key):
                     eager.append((session, key))
+            self._refuse_shared_keys()
             for session, key in eager:
                 await session._lock(key)
             if eager:
@@ -136,6 +138,22 @@ class MultiSession:
             await _all([session.__aexit__(type(exc), exc, None) for session in sessions])
             raise
         return self
+
+    def _refuse_shared_keys(self) -> None:
+        """Two parts that share a storage and a name can still map one update to the same stored
+        key (two key functions agreeing): they would overwrite each other, so that is refused."""
+        owners: dict[tuple[int, str], str] = {}
+        for name, session in self._sessions.items():
+            if session.key is None:
+                continue
+            storage_id, prefix, _ = _where(session._sessions)
+            where = (storage_id, prefix[: len(prefix) - len(session._sessions.prefix)] + session.key)
+            if where in owners:
+                raise ConfigError(
+                    f"parts {owners[where]!r} and {name!r} map this update to the same stored key "
+                    f"{session.key!r}: give them different names"
+                )
+            owners[where] = name
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

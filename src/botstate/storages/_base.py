@@ -273,16 +273,25 @@ class BaseStorage(Storage[V]):
 
     async def stop(self) -> None:
         """Stop the sweeper and close connections. Idempotent; the storage may be started again."""
+        await self._stop_sweeper()
+        if self._started:
+            self._started = False
+        await self._close()
+        await self._stop_sweeper()  # one a call reopening the storage meanwhile may have started
+
+    async def _stop_sweeper(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
+        if sweeper is not None and sweeper.get_loop() is asyncio.get_running_loop():
             sweeper.cancel()
             try:
                 await sweeper
             except asyncio.CancelledError:
                 pass
-        if self._started:
-            self._started = False
-        await self._close()
+        elif sweeper is not None:  # its loop is another one's, maybe closed: nothing to wait for
+            try:
+                sweeper.cancel()
+            except RuntimeError:  # the loop is closed: the task went with it
+                pass
 
     async def _sweep_forever(self, interval: float) -> None:
         while True:

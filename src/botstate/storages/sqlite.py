@@ -245,9 +245,11 @@ class SQLiteStorage(BaseStorage[V]):
         """
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
+        opening = self._writer is None
         async with self._open_lock:
             await self._open()
-        self._start_sweeper()
+        if opening:  # not on every call: a call during stop() must not start one that outlives it
+            self._start_sweeper()
         assert self._cur is not None
         assert self._writer is not None
         return self._cur, self._writer
