@@ -93,8 +93,8 @@ def _overrides_nothing(storage: object, fast: tuple[str, ...], slow: tuple[str, 
 def has_encoded_access(storage: object) -> bool:
     """Whether sessions may read and write ``storage``'s stored bytes directly.
 
-    Only a built-in backend offering both encoded methods qualifies, and only while no subclass
-    overrides ``get`` or ``set`` below the classes that define them.
+    Only a built-in backend offering both encoded methods (awaited, or as plain calls) qualifies,
+    and only while no subclass overrides ``get`` or ``set`` below the classes that define them.
     """
     return has_sync_access(storage) or _overrides_nothing(
         storage, ("_get_encoded", "_set_encoded"), ("get", "set")
@@ -365,8 +365,9 @@ class Session(Generic[T]):
             if locks is None or not sessions._encoded_access:
                 await self._read(key)
                 return self
-            held: Any = sessions._held  # ``_read``, inlined, with ``locks.try_acquire`` (sessions
-            if key in held:  # need no fencing token)
+            # ``_read``, inlined, with ``locks.try_acquire`` (sessions need no fencing token).
+            held: Any = sessions._held
+            if key in held:
                 await locks.acquire(key, sessions._lock_timeout)
             else:
                 held[key] = None
