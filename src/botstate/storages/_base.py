@@ -58,6 +58,18 @@ def bad_key(key: object) -> NoReturn:
     raise ValueError("storage keys must not be empty")
 
 
+def refuse_derived_table(table: str, derived: Mapping[str, str]) -> None:
+    """Refuse a table name that another table's parts are named by (``derived`` maps each suffix
+    to what it names): with ``x`` and ``x_locks`` both in use, one storage's entries would be the
+    other's lock rows, and its ``clear()`` would delete held locks."""
+    for suffix, part in derived.items():
+        if table.endswith(suffix):
+            raise ConfigError(
+                f"invalid table name {table!r}: a name ending in {suffix!r} is the {part} of table"
+                f" {table.removesuffix(suffix)!r}; choose a name without that ending"
+            )
+
+
 def _stores_ints_as_json(codec: Codec[Any]) -> bool:
     try:
         return codec.encode(-12) == b"-12" and codec.decode(b"-12") == -12

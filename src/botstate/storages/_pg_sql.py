@@ -18,6 +18,7 @@ import hashlib
 import re
 
 from ..errors import ConfigError
+from ._base import refuse_derived_table
 
 __all__ = [
     "INLINE_KEY_BYTES",
@@ -84,12 +85,7 @@ def check_table_name(table: str) -> str:
     quote_table(table)
     if table == META_TABLE:
         raise ConfigError(f"invalid table name {table!r}: PostgresStorage keeps its schema versions there")
-    for suffix, part in _DERIVED.items():
-        if table.endswith(suffix):
-            raise ConfigError(
-                f"invalid table name {table!r}: a name ending in {suffix!r} is the {part} of table"
-                f" {table.removesuffix(suffix)!r}; choose a name without that ending"
-            )
+    refuse_derived_table(table, _DERIVED)
     return table
 
 

@@ -39,6 +39,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import BindParameter
 
 from ..errors import ConfigError
+from ._base import refuse_derived_table
 
 __all__ = ["SCAN_PAGE", "SCHEMA_VERSION", "Schema", "Statements", "digest", "encode_key", "validate_table"]
 
@@ -91,12 +92,7 @@ def validate_table(name: object) -> str:
         raise ConfigError(
             f"table must be 1-48 characters of a-z, 0-9 and _, not starting with a digit; got {name!r}"
         )
-    for suffix, part in _DERIVED.items():
-        if name.endswith(suffix):
-            raise ConfigError(
-                f"invalid table name {name!r}: a name ending in {suffix!r} is the {part} of table"
-                f" {name.removesuffix(suffix)!r}; choose a name without that ending"
-            )
+    refuse_derived_table(name, _DERIVED)
     return name
 
 
