@@ -20,24 +20,9 @@ print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in {o
 """
 
 
-def test_importing_botstate_imports_no_optional_client_library(tmp_path: Path) -> None:
+def _loaded_optional(script: str, tmp_path: Path) -> list[str]:
+    """The optional libraries a fresh interpreter has loaded after running ``script``."""
     src = Path(__file__).resolve().parents[1] / "src"
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(optional=set(OPTIONAL))],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(src)},
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-
-
-def test_the_check_sees_an_optional_library_once_its_backend_is_used(tmp_path: Path) -> None:
-    """The probe above is not blind: naming redis:// and connecting nothing still loads redis-py."""
-    src = Path(__file__).resolve().parents[1] / "src"
-    script = SCRIPT.replace('open_storage("memory://")', 'open_storage("redis://127.0.0.1:6379/0")')
     result = subprocess.run(
         [sys.executable, "-c", script.format(optional=set(OPTIONAL))],
         capture_output=True,
@@ -47,4 +32,15 @@ def test_the_check_sees_an_optional_library_once_its_backend_is_used(tmp_path: P
         timeout=60,
         check=True,
     )
-    assert "redis" in json.loads(result.stdout.strip().splitlines()[-1])
+    loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_importing_botstate_imports_no_optional_client_library(tmp_path: Path) -> None:
+    assert _loaded_optional(SCRIPT, tmp_path) == []
+
+
+def test_the_check_sees_an_optional_library_once_its_backend_is_used(tmp_path: Path) -> None:
+    """The probe above is not blind: naming redis:// and connecting nothing still loads redis-py."""
+    script = SCRIPT.replace('open_storage("memory://")', 'open_storage("redis://127.0.0.1:6379/0")')
+    assert "redis" in _loaded_optional(script, tmp_path)

@@ -168,14 +168,19 @@ async def test_schema_version_is_recorded_and_wal_is_on(tmp_path: Path) -> None:
         conn.close()
 
 
-async def test_a_table_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "db"
+async def _newer_schema_file(path: Path) -> Path:
+    """A file whose table a later release wrote (its schema version is one ahead)."""
     async with SQLiteStorage(path) as storage:
         await storage.set("k", 1)
     conn = sqlite3.connect(path)
     conn.execute("UPDATE botstate_tables SET version = ?", (SCHEMA_VERSION + 1,))
     conn.commit()
     conn.close()
+    return path
+
+
+async def test_a_table_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = await _newer_schema_file(tmp_path / "db")
     with pytest.raises(ConfigError, match="newer"):
         await SQLiteStorage(path).start()
 
@@ -228,13 +233,7 @@ async def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
 async def test_health_is_false_for_a_file_that_cannot_be_used(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not an SQLite database " * 100)
-    newer = tmp_path / "newer.db"
-    async with SQLiteStorage(newer) as storage:
-        await storage.set("k", 1)
-    conn = sqlite3.connect(newer)
-    conn.execute("UPDATE botstate_tables SET version = ?", (SCHEMA_VERSION + 1,))
-    conn.commit()
-    conn.close()
+    newer = await _newer_schema_file(tmp_path / "newer.db")
     for path in (junk, newer):
         assert await SQLiteStorage(path).health() is False, path
     async with SQLiteStorage(tmp_path / "fine.db") as fine:
