@@ -159,3 +159,88 @@ async def test_a_str_subclass_key_is_refused_saying_how_to_pass_it(factory: Any)
             await call(Chat.MAIN)
     await storage.set(str(Chat.MAIN), 1)  # what the message says to do works
     assert await storage.get("chat:main") == 1
+
+
+# -- decoded reads (a flat value read again is a copy of its decoded form) ---------------------
+
+FACTORIES = pytest.mark.parametrize(
+    "factory", [MemoryStorage, lambda: LruMemoryStorage(max=10)], ids=["memory", "lru"]
+)
+
+
+@FACTORIES
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"state": "menu", "count": 1, "lang": "en", "ok": True, "rate": 0.5, "none": None},
+        {"state": "menu", "cart": [1, 2], "profile": {"name": "Ann"}},
+        {"text": "a [bracket] and a {brace}"},
+        [1, 2, 3],
+        "plain",
+    ],
+    ids=["flat", "nested", "brackets-in-text", "list", "scalar"],
+)
+async def test_every_read_hands_out_its_own_value(factory: Any, value: Any) -> None:
+    storage = factory()
+    await storage.set("a", value)
+    await storage.set("b", value)  # same bytes under another key
+    for _ in range(4):  # past the read that keeps the decoded form
+        got = await storage.get("a")
+        assert got == value
+        if isinstance(got, dict):
+            got["state"] = "changed"
+            for item in got.values():
+                if isinstance(item, (dict, list)):
+                    item.clear()
+        elif isinstance(got, list):
+            got.append(4)
+    assert await storage.get("a") == value
+    assert await storage.get("b") == value
+    assert [v async for _, v in storage.entries()] == [value, value]
+
+
+@FACTORIES
+async def test_a_write_after_repeated_reads_is_what_the_next_read_sees(factory: Any) -> None:
+    storage = factory()
+    await storage.set("chat", {"count": 0})
+    for count in range(1, 6):
+        assert await storage.get("chat") == {"count": count - 1}
+        assert await storage.get("chat") == {"count": count - 1}
+        await storage.set("chat", {"count": count})
+    assert await storage.compare_and_set("chat", {"count": 9}, expected={"count": 5})
+    assert await storage.get("chat") == {"count": 9}
+    await storage.delete("chat")
+    assert await storage.get("chat") is None
+
+
+async def test_repeated_reads_keep_a_bounded_number_of_decoded_values() -> None:
+    from botstate.storages.memory import _READS_MAX
+
+    storage = MemoryStorage[Any]()
+    for i in range(_READS_MAX + 10):
+        await storage.set(f"k{i}", {"n": i})
+        assert await storage.get(f"k{i}") == {"n": i}
+        assert await storage.get(f"k{i}") == {"n": i}
+    assert len(storage._reads) <= _READS_MAX
+    assert await storage.get("k0") == {"n": 0}
+    assert await storage.get(f"k{_READS_MAX + 9}") == {"n": _READS_MAX + 9}
+
+
+async def test_repeated_reads_of_a_value_with_another_codec_decode_each_time() -> None:
+    from botstate import BytesCodec
+
+    storage = MemoryStorage[bytes](codec=BytesCodec())
+    await storage.set("a", b'{"n": 1}')
+    for _ in range(3):
+        assert await storage.get("a") == b'{"n": 1}'
+    assert storage._reads == {}
+
+
+async def test_corrupt_bytes_read_twice_raise_both_times() -> None:
+    from botstate import CorruptValueError
+
+    storage = MemoryStorage[Any]()
+    await storage._set_encoded("a", b'{"n": ', None)
+    for _ in range(3):
+        with pytest.raises(CorruptValueError, match="'a'"):
+            await storage.get("a")

@@ -77,10 +77,7 @@ class LruMemoryStorage(MemoryStorage[V]):
         if data is None:
             return default
         self._data.move_to_end(key)
-        try:
-            return self._decode(data)
-        except Exception as exc:
-            raise self._corrupt(key, exc) from exc
+        return self._decoded(key, data)
 
     if not TYPE_CHECKING:
         get = _get

@@ -3,6 +3,12 @@
 Values are stored encoded (JSON by default), which is what makes them isolated: nothing a handler
 does to an object after ``set`` or ``get`` reaches the store, and a value that works here works on
 every other backend. Expiry is checked on every access and swept in the background when asked.
+
+Decoding is most of what a read costs, so with the JSON codec a value read twice without a write
+in between is kept decoded when it is a small *flat* object (a dict of strings, numbers, booleans
+and nulls, the usual chat state): later reads hand out a shallow copy, which for such a dict is as
+isolated as a fresh decode, at a fraction of the cost. The decoded form is looked up by the stored
+bytes themselves, so a write, which stores new bytes, can never be answered by a stale one.
 """
 
 from __future__ import annotations
@@ -11,13 +17,20 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
+from orjson import dumps
+
 from .._glob import compile_glob, is_literal, literal_prefix
 from .._locks import KeyedLocks, LocalLock
 from .._ttl import TTL, monotonic_ms, ttl_to_ms
-from ..codecs import Codec
+from ..codecs import _ORJSON_OPTIONS, Codec, JsonCodec, _has_non_finite, _reject
 from ._base import BaseStorage, V, add_to_counter, bad_key
 
 __all__ = ["MemoryStorage"]
+
+_READS_MAX = 4096  # decoded values (and first sightings) kept; emptied when full
+_READ_BYTES = 512  # larger values are decoded on every read
+_SEEN = 0  # stored bytes read once: decoded again (and kept, if flat) when read a second time
+_NOT_FLAT = 1  # stored bytes that decode to something a shallow copy would not isolate
 
 
 class MemoryStorage(BaseStorage[V]):
@@ -40,6 +53,9 @@ class MemoryStorage(BaseStorage[V]):
         self._data: dict[str, bytes] = self._new_table()
         self._expires: dict[str, float] = {}  # key -> monotonic ms; only keys that expire
         self._locks = KeyedLocks(self.backend)
+        # stored bytes -> their decoded flat dict, or _SEEN / _NOT_FLAT (see the module docstring)
+        self._reads: dict[bytes, Any] = {}
+        self._keeps_reads = type(self.codec) is JsonCodec
         if data is not None:
             pairs = data.items() if isinstance(data, Mapping) else data
             for key, value in pairs:
@@ -104,23 +120,60 @@ class MemoryStorage(BaseStorage[V]):
             return default
         if self._expires and self._live(key) is None:
             return default
-        try:
-            return self._decode(data)
-        except Exception as exc:
-            raise self._corrupt(key, exc) from exc
+        kept = self._reads.get(data)
+        if type(kept) is dict:
+            return kept.copy()
+        return self._read(key, data, kept)
 
     if not TYPE_CHECKING:
         get = _get
 
+    def _decoded(self, key: str, data: bytes) -> Any:
+        """The value of stored ``data`` (``get`` inlines this), for LRU reads and sessions."""
+        kept = self._reads.get(data)
+        if type(kept) is dict:
+            return kept.copy()
+        return self._read(key, data, kept)
+
+    def _read(self, key: str, data: bytes, kept: Any) -> Any:
+        """Decode ``data``; keep what a second read of the same bytes can reuse.
+
+        ``kept`` is what ``_reads`` holds for ``data``: None, ``_SEEN`` or ``_NOT_FLAT``.
+        """
+        try:
+            value = self._decode(data)
+        except Exception as exc:
+            raise self._corrupt(key, exc) from exc
+        if kept is None:
+            if self._keeps_reads and len(data) <= _READ_BYTES:
+                reads = self._reads
+                if len(reads) >= _READS_MAX:
+                    reads.clear()
+                reads[data] = _SEEN
+        elif kept is _SEEN:
+            if type(value) is dict and 91 not in data and 123 not in data[1:]:  # no "[", one "{"
+                self._reads[data] = value
+                return value.copy()
+            self._reads[data] = _NOT_FLAT
+        return value
+
     async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
-        # _put inlined: this is the hottest write path.
+        # _put inlined: this is the hottest write path. With the JSON codec, so is the codec's
+        # usual case (``JsonCodec.encode`` without its call); anything unusual (an error, a null
+        # that may stand for NaN) goes through the codec itself, which raises what it raises.
         if type(key) is not str or not key:
             bad_key(key)
         ttl_ms = self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
-        try:
-            data = self._encode(value)
-        except Exception:
-            data = self._encode_value(key, value)  # raises SerializationError naming the key
+        text = None
+        if self._keeps_reads:
+            try:
+                text = dumps(value, default=_reject, option=_ORJSON_OPTIONS).decode()
+            except Exception:
+                pass
+            else:
+                if "null" in text and _has_non_finite(value):
+                    text = None
+        data = self._encode_value(key, value) if text is None else text.encode()
         self._data[key] = data
         if ttl_ms is not None:
             self._expires[key] = monotonic_ms() + ttl_ms
