@@ -3,7 +3,8 @@
 Each subject's timed operation is one whole update on one key: the raw pair reads the chat's dict,
 bumps a counter and writes it back; the session does the same through ``Sessions`` with its
 defaults (eager, local isolation). Both run on separate but identical storages of the same backend,
-side by side in the same run. Backend calls are counted by a subclass that takes the same path as
+side by side in the same run, with the raw pair inside an empty ``async with`` as the floor no
+session API of that shape goes below. Backend calls are counted by a subclass that takes the same path as
 the timed storages, so the I/O rules (an untouched lazy session reads nothing and writes nothing)
 are checked, not assumed.
 """
@@ -103,6 +104,38 @@ async def raw_pair(w: Workload, opener: Opener) -> AsyncIterator[Bound]:
         yield Bound(update, put)
 
 
+class _Nothing:
+    """The least an ``async with sessions.open(key) as session`` can cost: an object made per
+    update, whose enter and exit do nothing."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    async def __aenter__(self) -> _Nothing:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+@asynccontextmanager
+async def floor_pair(w: Workload, opener: Opener) -> AsyncIterator[Bound]:
+    """The raw pair inside an empty ``async with``: what no session API of that shape can beat."""
+    async with opener("floor") as storage:
+        get, put = storage.get, storage.set
+
+        async def update(key: str) -> Any:
+            async with _Nothing(key):
+                value = await get(key)
+                value["count"] += 1
+                await put(key, value)
+            return value
+
+        yield Bound(update, put)
+
+
 @asynccontextmanager
 async def session_update(w: Workload, opener: Opener, lazy_untouched: bool) -> AsyncIterator[Bound]:
     sessions_module = _sessions_module()
@@ -171,20 +204,25 @@ async def sessions_group(ctx: Any) -> GroupReport:
         for backend, opener in openers.items():
             subjects += [
                 Subject(f"{backend} raw", lambda w, o=opener: raw_pair(w, o), baseline=True),
+                Subject(f"{backend} floor", lambda w, o=opener: floor_pair(w, o)),
                 Subject(f"{backend} session", lambda w, o=opener: session_update(w, o, False)),
                 Subject(f"{backend} lazy", lambda w, o=opener: session_update(w, o, True)),
             ]
         results = await measure(subjects, w, ctx.log, cases=[UPDATE])
         for backend, opener in openers.items():
             calls = await calls_per_update(opener)
-            raw, session, lazy = (find(results, f"{backend} {kind}") for kind in ("raw", "session", "lazy"))
+            raw, floor, session, lazy = (
+                find(results, f"{backend} {kind}") for kind in ("raw", "floor", "session", "lazy")
+            )
             overhead = raw.ratio(session, UPDATE.label) if raw and session else None  # time per update
+            least = raw.ratio(floor, UPDATE.label) if raw and floor else None
             rows.append(
                 [
                     f"botstate {backend}",
                     _fmt(raw),
                     _fmt(session),
                     f"{overhead:.2f}x" if overhead else "-",
+                    f"{least:.2f}x" if least else "-",
                     _fmt(lazy),
                     " / ".join(f"{calls[k]:g}" for k in ("modified", "read only", "untouched lazy")),
                 ]
@@ -206,6 +244,7 @@ async def sessions_group(ctx: Any) -> GroupReport:
         "raw get + set",
         "session",
         "overhead",
+        "empty async with",
         "untouched lazy",
         "calls: modified / read / lazy",
     ]
