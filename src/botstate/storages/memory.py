@@ -55,7 +55,7 @@ class MemoryStorage(BaseStorage[V]):
         self._locks = KeyedLocks(self.backend)
         # stored bytes -> their decoded flat dict, or _SEEN / _NOT_FLAT (see the module docstring)
         self._reads: dict[bytes, Any] = {}
-        self._keeps_reads = type(self.codec) is JsonCodec
+        self._json = type(self.codec) is JsonCodec  # the codec whose fast paths are inlined here
         if data is not None:
             pairs = data.items() if isinstance(data, Mapping) else data
             for key, value in pairs:
@@ -145,7 +145,7 @@ class MemoryStorage(BaseStorage[V]):
         except Exception as exc:
             raise self._corrupt(key, exc) from exc
         if kept is None:
-            if self._keeps_reads and len(data) <= _READ_BYTES:
+            if self._json and len(data) <= _READ_BYTES:
                 reads = self._reads
                 if len(reads) >= _READS_MAX:
                     reads.clear()
@@ -165,7 +165,7 @@ class MemoryStorage(BaseStorage[V]):
             bad_key(key)
         ttl_ms = self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
         text = None
-        if self._keeps_reads:
+        if self._json:
             try:
                 text = dumps(value, default=_reject, option=_ORJSON_OPTIONS).decode()
             except Exception:
