@@ -4,11 +4,12 @@ Values are stored encoded (JSON by default), which is what makes them isolated: 
 does to an object after ``set`` or ``get`` reaches the store, and a value that works here works on
 every other backend. Expiry is checked on every access and swept in the background when asked.
 
-Decoding is most of what a read costs, so with the JSON codec a value read twice without a write
-in between is kept decoded when it is a small *flat* object (a dict of strings, numbers, booleans
-and nulls, the usual chat state): later reads hand out a shallow copy, which for such a dict is as
-isolated as a fresh decode, at a fraction of the cost. The decoded form is looked up by the stored
-bytes themselves, so a write, which stores new bytes, can never be answered by a stale one.
+Decoding is most of what a read costs, so with the JSON codec stored bytes read a second time are
+kept decoded when they hold a small *flat* object (a dict of strings, numbers, booleans and nulls,
+the usual chat state): later reads hand out a shallow copy, which for such a dict is as isolated as
+a fresh decode, at a fraction of the cost. The decoded form is looked up by the stored bytes
+themselves, so a write, which stores new bytes, can never be answered by a stale one; at most
+``_READS_MAX`` are kept (the table is emptied when full), ``clear()`` empties it too.
 """
 
 from __future__ import annotations
@@ -256,6 +257,7 @@ class MemoryStorage(BaseStorage[V]):
             count -= sum(1 for at in self._expires.values() if at <= now)
         self._data.clear()
         self._expires.clear()
+        self._reads.clear()
         return count
 
     # -- AtomicStorage (atomic because nothing awaits between read and write) -----------------------
