@@ -244,3 +244,49 @@ async def test_corrupt_bytes_read_twice_raise_both_times() -> None:
     for _ in range(3):
         with pytest.raises(CorruptValueError, match="'a'"):
             await storage.get("a")
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"state": "menu", "none": None, "ok": False},
+        {"nested": {"list": [1, None, 2.5]}},
+        ("a", 1),
+        {"colour": Colour.RED, "level": Level.HIGH},
+        {"big": 2**64 - 1},
+        {"too big": 2**64},
+        {"nan": float("nan")},
+        [None, [float("inf")]],
+        {1: "int key"},
+        {"when": __import__("datetime").date(2026, 1, 1)},
+        {"set": {1, 2}},
+        {"sub": Chat.MAIN},
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+async def test_set_stores_exactly_what_the_json_codec_encodes_or_refuses_the_same(value: Any) -> None:
+    """MemoryStorage.set encodes JSON inline; it must agree with JsonCodec on every value."""
+    from botstate import JSON, SerializationError
+
+    storage = MemoryStorage[Any]()
+    refusal: str | None = None
+    try:
+        expected = JSON.encode(value)
+    except Exception as exc:
+        refusal = str(exc)
+    if refusal is None:
+        await storage.set("k", value)
+        assert storage._peek_encoded("k") == expected
+    else:
+        with pytest.raises(SerializationError, match="'k'") as raised:
+            await storage.set("k", value)
+        assert refusal in str(raised.value)
+        assert await storage.has("k") is False
