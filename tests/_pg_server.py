@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from _services import Throwaway
+
 __all__ = ["PgServer", "pg_server_or_skip"]
 
 
@@ -45,7 +47,7 @@ def _run_as() -> tuple[list[str], int | None]:
     raise RuntimeError("running as root and neither runuser nor setpriv is available")
 
 
-class PgServer:
+class PgServer(Throwaway):
     """One PostgreSQL cluster in a temporary directory; ``start``/``stop`` may repeat on one port."""
 
     def __init__(self) -> None:

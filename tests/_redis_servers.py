@@ -21,6 +21,8 @@ from typing import Protocol, TypeVar
 
 import pytest
 
+from _services import Throwaway
+
 __all__ = ["RedisCluster", "RedisServer", "redis_cluster_or_skip", "redis_server_or_skip"]
 
 
@@ -60,7 +62,7 @@ def _ping(port: int, tls: bool = False) -> str | None:
         return None
 
 
-class RedisServer:
+class RedisServer(Throwaway):
     """One redis-server with AOF on every write (``appendfsync always``); restartable on its port.
 
     With ``tls`` it listens for TLS only, with a self-signed certificate made by ``openssl`` in its
@@ -139,7 +141,7 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class RedisCluster:
+class RedisCluster(Throwaway):
     """Three primaries without replicas, every slot assigned, on loopback."""
 
     def __init__(self, size: int = 3) -> None:

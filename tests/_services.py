@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from types import ModuleType
-from typing import NoReturn
+from types import ModuleType, TracebackType
+from typing import NoReturn, Self
 
 import pytest
 
@@ -28,3 +28,16 @@ def require_module(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         unavailable(f"{name} is not installed ({exc})")
+
+
+class Throwaway:
+    """A server a test started for itself: ``with`` it, and it is destroyed however the test ends."""
+
+    def destroy(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.destroy()

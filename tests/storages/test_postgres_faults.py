@@ -26,11 +26,8 @@ APP = "botstate-under-test"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[PgServer]:
-    server = pg_server_or_skip()
-    try:
+    with pg_server_or_skip() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest_asyncio.fixture

@@ -237,16 +237,13 @@ async def test_open_storage_urls(redis_url: str, unique: str, lock_prefix: str) 
 
 
 async def test_tls_url_with_redis_py_options(unique: str) -> None:
-    server = redis_server_or_skip(tls=True)
-    try:
+    with redis_server_or_skip(tls=True) as server:
         url = f"{server.url}?ssl_ca_certs={server.certificate}&prefix={unique}:&timeout=5"
         async with open_storage(url) as storage, open_storage(url.replace("rediss", "valkeys")) as valkey:
             await storage.set("k", {"over": "tls"})
             assert await valkey.get("k") == {"over": "tls"}
             async with storage.lock("k", lease=5) as held:
                 assert held.token > 0
-    finally:
-        server.destroy()
 
 
 async def test_cas_honours_equal_values_stored_in_another_order(storage: RedisStorage[Any], raw: Any) -> None:

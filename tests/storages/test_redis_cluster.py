@@ -21,11 +21,8 @@ from botstate.storages.redis import RedisStorage  # noqa: E402
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
-    cluster = redis_cluster_or_skip()
-    try:
+    with redis_cluster_or_skip() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 async def _connection_ids(client: Any) -> dict[str, int]:

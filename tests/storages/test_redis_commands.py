@@ -26,11 +26,8 @@ SCAN_COUNT = 4
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    server = redis_server_or_skip()
-    try:
+    with redis_server_or_skip() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest_asyncio.fixture

@@ -29,11 +29,8 @@ BOUND = 20.0
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    server = redis_server_or_skip()
-    try:
+    with redis_server_or_skip() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 async def test_kill_mid_traffic_then_restart_keeps_acknowledged_writes(server: RedisServer) -> None:

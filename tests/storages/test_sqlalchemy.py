@@ -474,11 +474,8 @@ async def test_a_lost_lease_cannot_be_extended(each_dialect: SQLAlchemyStorage) 
 
 @pytest.fixture
 def throwaway_postgres() -> Iterator[PgServer]:
-    server = pg_server_or_skip()
-    try:
+    with pg_server_or_skip() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 async def test_a_restarted_server_is_unavailable_then_recovers(throwaway_postgres: PgServer) -> None:
