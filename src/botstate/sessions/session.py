@@ -374,20 +374,17 @@ class Session(Generic[T]):
             self._guard = locks
             storage: Any = sessions.storage
             try:
-                if sessions._sync_access:  # in memory: decoded through its cache of reads
+                if sessions._sync_access:
                     data = storage._peek_encoded(key)
-                    if data is not None:
-                        self._original = self._value = storage._decoded(key, data)
-                        self._stored = data
                 else:
                     data = await storage._get_encoded(key)
-                    if data is not None:
-                        try:
-                            self._original = self._value = storage._decode(data)
-                        except Exception:
-                            storage._decode_value(key, data)  # raises CorruptValueError naming the key
-                            raise
-                        self._stored = data
+                if data is not None:
+                    try:
+                        self._original = self._value = storage._decode(data)
+                    except Exception:
+                        storage._decode_value(key, data)  # raises CorruptValueError naming the key
+                        raise
+                    self._stored = data
             except BaseException:
                 self._guard = None
                 locks.release(key)

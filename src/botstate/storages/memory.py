@@ -7,9 +7,10 @@ every other backend. Expiry is checked on every access and swept in the backgrou
 Decoding is most of what a read costs, so with the JSON codec stored bytes read a second time are
 kept decoded when they hold a small *flat* object (a dict of strings, numbers, booleans and nulls,
 the usual chat state): later reads hand out a shallow copy, which for such a dict is as isolated as
-a fresh decode, at a fraction of the cost. The decoded form is looked up by the stored bytes
-themselves, so a write, which stores new bytes, can never be answered by a stale one; at most
-``_READS_MAX`` are kept (the table is emptied when full), ``clear()`` empties it too.
+a fresh decode, at a fraction of the cost. The decoded form is kept per key with the very bytes
+object it came from and used only while that object is still what the key holds, so a write, which
+stores a new one, can never be answered by a stale value; at most ``_READS_MAX`` keys are tracked
+(the table is emptied when full), ``clear()`` empties it too.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ from ._base import BaseStorage, V, add_to_counter, bad_key
 
 __all__ = ["MemoryStorage"]
 
-_READS_MAX = 4096  # decoded values (and first sightings) kept; emptied when full
+_READS_MAX = 4096  # keys whose reads are tracked; the table is emptied when full
 _READ_BYTES = 512  # larger values are decoded on every read
-_SEEN = 0  # stored bytes read once: decoded again (and kept, if flat) when read a second time
-_NOT_FLAT = 1  # stored bytes that decode to something a shallow copy would not isolate
 
 
 class MemoryStorage(BaseStorage[V]):
@@ -54,8 +53,8 @@ class MemoryStorage(BaseStorage[V]):
         self._data: dict[str, bytes] = self._new_table()
         self._expires: dict[str, float] = {}  # key -> monotonic ms; only keys that expire
         self._locks = KeyedLocks(self.backend)
-        # stored bytes -> their decoded flat dict, or _SEEN / _NOT_FLAT (see the module docstring)
-        self._reads: dict[bytes, Any] = {}
+        # what reads of each key found (see ``_decoded``)
+        self._reads: dict[str, bytes | tuple[bytes, dict[str, Any] | None]] = {}
         self._json = type(self.codec) is JsonCodec  # the codec whose fast paths are inlined here
         if data is not None:
             pairs = data.items() if isinstance(data, Mapping) else data
@@ -121,42 +120,51 @@ class MemoryStorage(BaseStorage[V]):
             return default
         if self._expires and self._live(key) is None:
             return default
-        kept = self._reads.get(data)
-        if type(kept) is dict:
-            return kept.copy()
-        return self._read(key, data, kept)
+        kept = self._reads.get(key)  # ``_decoded``, inlined
+        if kept is data:
+            return self._read_again(key, data)
+        if type(kept) is tuple and kept[0] is data:
+            return self._decode_value(key, data) if kept[1] is None else kept[1].copy()
+        try:
+            value = self._decode(data)
+        except Exception as exc:
+            raise self._corrupt(key, exc) from exc
+        if self._json:
+            reads = self._reads
+            if kept is None and len(reads) >= _READS_MAX:
+                reads.clear()
+            reads[key] = data
+        return value
 
     if not TYPE_CHECKING:
         get = _get
 
     def _decoded(self, key: str, data: bytes) -> Any:
-        """The value of stored ``data`` (``get`` inlines this), for LRU reads and sessions."""
-        kept = self._reads.get(data)
-        if type(kept) is dict:
-            return kept.copy()
-        return self._read(key, data, kept)
+        """The value of ``key``'s stored ``data``, through the reads kept (see the module docstring).
 
-    def _read(self, key: str, data: bytes, kept: Any) -> Any:
-        """Decode ``data``; keep what a second read of the same bytes can reuse.
-
-        ``kept`` is what ``_reads`` holds for ``data``: None, ``_SEEN`` or ``_NOT_FLAT``.
+        ``_reads[key]`` is the bytes object read once, or ``(bytes read again, their decoded dict,
+        or None when not flat)``; either counts only while it is still the object ``key`` holds.
         """
-        try:
-            value = self._decode(data)
-        except Exception as exc:
-            raise self._corrupt(key, exc) from exc
-        if kept is None:
-            if self._json and len(data) <= _READ_BYTES:
-                reads = self._reads
-                if len(reads) >= _READS_MAX:
-                    reads.clear()
-                reads[data] = _SEEN
-        elif kept is _SEEN:
-            if type(value) is dict and 91 not in data and 123 not in data[1:]:  # no "[", one "{"
-                self._reads[data] = value
-                return value.copy()
-            self._reads[data] = _NOT_FLAT
+        kept = self._reads.get(key)
+        if kept is data:
+            return self._read_again(key, data)
+        if type(kept) is tuple and kept[0] is data:
+            return self._decode_value(key, data) if kept[1] is None else kept[1].copy()
+        value = self._decode_value(key, data)
+        if self._json:  # a first read of these bytes: noted, so that a second one may keep them
+            reads = self._reads
+            if kept is None and len(reads) >= _READS_MAX:
+                reads.clear()
+            reads[key] = data
         return value
+
+    def _read_again(self, key: str, data: bytes) -> Any:
+        """Bytes read once before: decode them, and keep the value if it is a small flat dict."""
+        value: Any = self._decode_value(key, data)
+        # Flat: a dict (one "{") with no "[" and no other "{" in its text.
+        flat = type(value) is dict and len(data) <= _READ_BYTES and 91 not in data and 123 not in data[1:]
+        self._reads[key] = (data, value if flat else None)
+        return value.copy() if flat else value
 
     async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
         # _put inlined: this is the hottest write path. With the JSON codec, so is the codec's
