@@ -327,3 +327,21 @@ class BaseStorage(Storage[V]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(codec={self.codec!r}, default_ttl_ms={self.default_ttl_ms})"
+
+
+class ScanningStorage(BaseStorage[V]):
+    """A backend that lists entries by scanning its own table or directory: ``keys`` and
+    ``entries`` are built on its ``_scan``."""
+
+    def _scan(self, pattern: str, values: bool) -> AsyncIterator[tuple[str, bytes]]:
+        """Live ``(key, stored bytes)`` pairs matching ``pattern``; without ``values`` a backend
+        may leave the bytes out (empty) where that saves reading them."""
+        raise NotImplementedError
+
+    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        async for key, _ in self._scan(pattern, False):
+            yield key
+
+    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
+        async for key, data in self._scan(pattern, True):
+            yield key, self._decode_value(key, data)

@@ -55,7 +55,7 @@ from .._ttl import TTL, monotonic_ms, now_ms
 from ..codecs import Codec, JsonCodec
 from ..errors import ConfigError, CorruptValueError, StorageError
 from ..urls import url_path
-from ._base import BaseStorage, V, add_to_counter, bad_key
+from ._base import ScanningStorage, V, add_to_counter, bad_key
 from ._lease import Busy, LeaseLock
 
 __all__ = ["FileLock", "FileStorage"]
@@ -590,7 +590,7 @@ class FileLock(LeaseLock[_Held]):
                 pass
 
 
-class FileStorage(BaseStorage[V]):
+class FileStorage(ScanningStorage[V]):
     """Storage in a local directory: one file per key, crash-safe, shared by processes on one host.
 
     ``fsync=False`` skips the fsyncs: writes stay atomic (never half-written) but the last ones may
@@ -716,7 +716,7 @@ class FileStorage(BaseStorage[V]):
 
     # -- IterableStorage ------------------------------------------------------------------------------
 
-    async def _scan(self, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
+    async def _scan(self, pattern: str, values: bool) -> AsyncIterator[tuple[str, bytes]]:
         if is_literal(pattern):
             key = literal_prefix(pattern)
             data = await self._call(self._files.live, key, key=key) if key else None
@@ -729,14 +729,6 @@ class FileStorage(BaseStorage[V]):
             chunk = names[start : start + _SCAN_CHUNK]
             for item in await self._call(self._files.read_matching, chunk, match):
                 yield item
-
-    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
-        async for key, _ in self._scan(pattern):
-            yield key
-
-    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
-        async for key, data in self._scan(pattern):
-            yield key, self._decode_value(key, data)
 
     async def clear(self) -> int:
         return await self._call(self._files.clear)

@@ -24,7 +24,7 @@ from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError
 from ..urls import parse_query
-from ._base import BaseStorage, V, bad_key, parse_counter
+from ._base import ScanningStorage, V, bad_key, parse_counter
 from ._lease import BUSY, Busy, LeaseLock
 from ._pg_lane import Lane
 from ._pg_sql import (
@@ -165,7 +165,7 @@ class PostgresLock(LeaseLock[int]):
         return handle
 
 
-class PostgresStorage(BaseStorage[V]):
+class PostgresStorage(ScanningStorage[V]):
     """Entries in a PostgreSQL table, for bots that already run PostgreSQL or need several processes.
 
     ``dsn_or_pool`` is a DSN (``postgresql://user:password@host:5432/db``) or an asyncpg pool you
@@ -546,7 +546,7 @@ class PostgresStorage(BaseStorage[V]):
 
     # -- IterableStorage --------------------------------------------------------------------
 
-    async def _scan(self, pattern: str, with_values: bool) -> AsyncIterator[tuple[str, bytes]]:
+    async def _scan(self, pattern: str, values: bool) -> AsyncIterator[tuple[str, bytes]]:
         """Matching unexpired rows, page by page.
 
         Short keys are their own index entries, so the pattern's literal prefix becomes a byte range
@@ -573,25 +573,17 @@ class PostgresStorage(BaseStorage[V]):
             upper = prefix_upper_bound(prefix)
             ranges.append((raw, LONG_KEY_MARK if upper is None else _raw_key(upper)))
         ranges.append((LONG_KEY_MARK, None))
-        sql = self._sql.scan_entries if with_values else self._sql.scan_keys
+        sql = self._sql.scan_entries if values else self._sql.scan_keys
         for low, high in ranges:
             while True:
                 rows = await self._run("fetch", sql, low, high, _PAGE, like, retry=True)
                 for row in rows:
                     key = key_text(row[0], row[1])
                     if match(key):
-                        yield key, (row[2] if with_values else b"")
+                        yield key, (row[2] if values else b"")
                 if len(rows) < _PAGE:
                     break
                 low = rows[-1][0] + b"\x00"  # the smallest id after the last one seen
-
-    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
-        async for key, _ in self._scan(pattern, False):
-            yield key
-
-    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
-        async for key, data in self._scan(pattern, True):
-            yield key, self._decode_value(key, data)
 
     async def clear(self) -> int:
         """Delete every entry of this table (locks excepted); returns how many were unexpired."""

@@ -26,7 +26,7 @@ from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound
 from .._ttl import TTL, now_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError
-from ._base import BaseStorage, V, add_to_counter, bad_key
+from ._base import ScanningStorage, V, add_to_counter, bad_key
 from ._lease import BUSY, Busy, LeaseLock
 from ._sqla_engine import (
     DEFAULT_DRIVERS,
@@ -119,7 +119,7 @@ class SQLAlchemyLock(LeaseLock[tuple[str, int]]):
         return handle[1]
 
 
-class SQLAlchemyStorage(BaseStorage[V]):
+class SQLAlchemyStorage(ScanningStorage[V]):
     """Storage in one table of any SQL database SQLAlchemy's asyncio extension supports.
 
     ``engine_or_url`` is an ``AsyncEngine`` (shared with the application, never disposed here) or a
@@ -458,14 +458,6 @@ class SQLAlchemyStorage(BaseStorage[V]):
             if len(rows) < SCAN_PAGE:
                 return
             params["p_after"] = rows[-1].kh
-
-    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
-        async for key, _ in self._scan(pattern, False):
-            yield key
-
-    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
-        async for key, data in self._scan(pattern, True):
-            yield key, self._decode_value(key, data)
 
     async def clear(self) -> int:
         """Empty this table (only it: sibling tables and lock rows stay); returns the live rows removed."""

@@ -30,7 +30,7 @@ from .._ttl import TTL, now_ms, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError, StorageUnavailable
 from ..urls import url_path
-from ._base import BaseStorage, V, add_to_counter, bad_key
+from ._base import ScanningStorage, V, add_to_counter, bad_key
 from ._lease import Busy, LeaseLock
 from ._sqlite_schema import Sql, check_schema, create_schema_sql, validate_table
 from ._sqlite_writer import Checkpointer, GroupCommit, Op, backoff, is_busy
@@ -92,7 +92,7 @@ class SQLiteLock(LeaseLock[int]):
         await self._storage._wait_for_release(seconds)
 
 
-class SQLiteStorage(BaseStorage[V]):
+class SQLiteStorage(ScanningStorage[V]):
     """Entries in one table of an SQLite file; several storages and processes may share the file.
 
     ``table`` names this storage's table (letters, digits, underscores), so one file can hold
@@ -494,7 +494,7 @@ class SQLiteStorage(BaseStorage[V]):
 
     # -- IterableStorage --------------------------------------------------------------------------
 
-    async def _scan(self, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
+    async def _scan(self, pattern: str, values: bool) -> AsyncIterator[tuple[str, bytes]]:
         """Live ``(key, stored bytes)`` matching ``pattern``, a page per statement, in key order.
 
         The glob's literal prefix becomes an index range (case-sensitive, nothing to escape),
@@ -527,14 +527,6 @@ class SQLiteStorage(BaseStorage[V]):
                 return
             statement, bound = after, rows[-1][0]
             await asyncio.sleep(0)  # let other tasks run between pages
-
-    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
-        async for key, _ in self._scan(pattern):
-            yield key
-
-    async def entries(self, pattern: str = "*") -> AsyncIterator[tuple[str, V]]:
-        async for key, data in self._scan(pattern):
-            yield key, self._decode_value(key, data)
 
     async def clear(self) -> int:
         """Delete this table's entries (not other tables', not locks); returns how many were live."""
