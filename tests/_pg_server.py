@@ -18,9 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
-from _services import Throwaway
+from _services import Throwaway, started_or_skip
 
 __all__ = ["PgServer", "pg_server_or_skip"]
 
@@ -111,18 +109,4 @@ class PgServer(Throwaway):
 
 def pg_server_or_skip() -> PgServer:
     """A started throwaway server, or skip with the reason (fail under ``CI=true``)."""
-    missing = [name for name in ("initdb", "pg_ctl", "postgres") if shutil.which(name) is None]
-    try:
-        if missing:
-            raise RuntimeError(f"PostgreSQL binaries not on PATH: {missing}")
-        server = PgServer()
-        try:
-            server.start()
-        except BaseException:
-            server.destroy()
-            raise
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and no throwaway PostgreSQL server: {exc}")
-        pytest.skip(f"cannot run a throwaway PostgreSQL server: {exc}")
-    return server
+    return started_or_skip("PostgreSQL server", PgServer, ["initdb", "pg_ctl", "postgres"])

@@ -15,13 +15,9 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
 
-import pytest
-
-from _services import Throwaway
+from _services import Throwaway, started_or_skip
 
 __all__ = ["RedisCluster", "RedisServer", "redis_cluster_or_skip", "redis_server_or_skip"]
 
@@ -199,38 +195,12 @@ class RedisCluster(Throwaway):
             node.destroy()
 
 
-class _Startable(Protocol):
-    def start(self) -> None: ...
-    def destroy(self) -> None: ...
-
-
-S = TypeVar("S", bound=_Startable)
-
-
-def _started_or_skip(what: str, make: Callable[[], S], *binaries: str) -> S:
-    """``make()`` started, or skip with the reason (fail under ``CI=true``); cleaned up on failure."""
-    try:
-        missing = [name for name in ("redis-server", "redis-cli", *binaries) if shutil.which(name) is None]
-        if missing:
-            raise RuntimeError(f"not on PATH: {missing}")
-        server = make()
-        try:
-            server.start()
-        except BaseException:
-            server.destroy()
-            raise
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and no throwaway {what}: {exc}")
-        pytest.skip(f"cannot run a throwaway {what}: {exc}")
-    return server
-
-
 def redis_server_or_skip(tls: bool = False) -> RedisServer:
     """A started throwaway server (TLS-only with ``tls``), or skip with the reason."""
-    return _started_or_skip("redis-server", lambda: RedisServer(tls=tls), *(["openssl"] if tls else []))
+    binaries = ["redis-server", "redis-cli", *(["openssl"] if tls else [])]
+    return started_or_skip("redis-server", lambda: RedisServer(tls=tls), binaries)
 
 
 def redis_cluster_or_skip() -> RedisCluster:
     """A started throwaway 3-primary cluster, or skip with the reason."""
-    return _started_or_skip("Redis cluster", RedisCluster)
+    return started_or_skip("Redis cluster", RedisCluster, ["redis-server", "redis-cli"])

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
 from types import ModuleType, TracebackType
-from typing import NoReturn, Self
+from typing import NoReturn, Self, TypeVar
 
 import pytest
 
@@ -33,6 +36,9 @@ def require_module(name: str) -> ModuleType:
 class Throwaway:
     """A server a test started for itself: ``with`` it, and it is destroyed however the test ends."""
 
+    def start(self) -> None:
+        raise NotImplementedError
+
     def destroy(self) -> None:
         raise NotImplementedError
 
@@ -41,3 +47,23 @@ class Throwaway:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.destroy()
+
+
+T = TypeVar("T", bound=Throwaway)
+
+
+def started_or_skip(what: str, make: Callable[[], T], binaries: Sequence[str]) -> T:
+    """``make()``, started; or skip saying why (fail under ``CI=true``). Destroyed if it fails to start."""
+    try:
+        missing = [name for name in binaries if shutil.which(name) is None]
+        if missing:
+            raise RuntimeError(f"not on PATH: {missing}")
+        server = make()
+        try:
+            server.start()
+        except BaseException:
+            server.destroy()
+            raise
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        unavailable(f"cannot run a throwaway {what}: {exc}")
+    return server
