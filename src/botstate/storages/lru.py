@@ -77,7 +77,10 @@ class LruMemoryStorage(MemoryStorage[V]):
         if data is None:
             return default
         self._data.move_to_end(key)
-        return self._decoded(key, data)
+        kept = self._reads.get(key)
+        if type(kept) is tuple and kept[0] is data and kept[1] is not None:
+            return kept[1].copy()
+        return self._decoded(key, data, kept)
 
     if not TYPE_CHECKING:
         get = _get

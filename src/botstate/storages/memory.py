@@ -120,51 +120,38 @@ class MemoryStorage(BaseStorage[V]):
             return default
         if self._expires and self._live(key) is None:
             return default
-        kept = self._reads.get(key)  # ``_decoded``, inlined
-        if kept is data:
-            return self._read_again(key, data)
-        if type(kept) is tuple and kept[0] is data:
-            return self._decode_value(key, data) if kept[1] is None else kept[1].copy()
-        try:
-            value = self._decode(data)
-        except Exception as exc:
-            raise self._corrupt(key, exc) from exc
-        if self._json:
-            reads = self._reads
-            if kept is None and len(reads) >= _READS_MAX:
-                reads.clear()
-            reads[key] = data
-        return value
+        kept = self._reads.get(key)
+        if type(kept) is tuple and kept[0] is data and kept[1] is not None:
+            return kept[1].copy()  # a small flat dict read before: a copy instead of a decode
+        return self._decoded(key, data, kept)
 
     if not TYPE_CHECKING:
         get = _get
 
-    def _decoded(self, key: str, data: bytes) -> Any:
-        """The value of ``key``'s stored ``data``, through the reads kept (see the module docstring).
+    def _decoded(self, key: str, data: bytes, kept: Any) -> Any:
+        """Decode ``key``'s stored ``data``: note a first read of these bytes, and keep a small
+        flat dict on the second (see the module docstring).
 
-        ``_reads[key]`` is the bytes object read once, or ``(bytes read again, their decoded dict,
-        or None when not flat)``; either counts only while it is still the object ``key`` holds.
+        ``kept`` is what ``_reads`` holds for ``key``: the bytes object read once, or ``(bytes
+        read again, their decoded dict, or None when not flat)``; either counts only while it is
+        still the object ``key`` holds.
         """
-        kept = self._reads.get(key)
-        if kept is data:
-            return self._read_again(key, data)
-        if type(kept) is tuple and kept[0] is data:
-            return self._decode_value(key, data) if kept[1] is None else kept[1].copy()
-        value = self._decode_value(key, data)
-        if self._json:  # a first read of these bytes: noted, so that a second one may keep them
+        try:
+            value: Any = self._decode(data)
+        except Exception as exc:
+            raise self._corrupt(key, exc) from exc
+        if not self._json:
+            return value
+        if kept is data:  # flat: a dict (one "{") with no "[" and no other "{" in its text
+            flat = type(value) is dict and len(data) <= _READ_BYTES and 91 not in data and 123 not in data[1:]
+            self._reads[key] = (data, value if flat else None)
+            return value.copy() if flat else value
+        if type(kept) is not tuple or kept[0] is not data:
             reads = self._reads
             if kept is None and len(reads) >= _READS_MAX:
                 reads.clear()
             reads[key] = data
         return value
-
-    def _read_again(self, key: str, data: bytes) -> Any:
-        """Bytes read once before: decode them, and keep the value if it is a small flat dict."""
-        value: Any = self._decode_value(key, data)
-        # Flat: a dict (one "{") with no "[" and no other "{" in its text.
-        flat = type(value) is dict and len(data) <= _READ_BYTES and 91 not in data and 123 not in data[1:]
-        self._reads[key] = (data, value if flat else None)
-        return value.copy() if flat else value
 
     async def set(self, key: str, value: V, *, ttl: TTL | None = None) -> None:
         # _put inlined: this is the hottest write path. With the JSON codec, so is the codec's
