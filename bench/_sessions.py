@@ -3,8 +3,8 @@
 Each subject's timed operation is one whole update on one key: the raw pair reads the chat's dict,
 bumps a counter and writes it back; the session does the same through ``Sessions`` with its
 defaults (eager, local isolation). Both run on separate but identical storages of the same backend,
-side by side in the same run, with the raw pair inside an empty ``async with`` as the floor no
-session API of that shape goes below. Backend calls are counted by a subclass that takes the same path as
+side by side in the same run, and so does the raw pair inside an empty ``async with``: what that
+shape of API costs by itself. Backend calls are counted by a subclass that takes the same path as
 the timed storages, so the I/O rules (an untouched lazy session reads nothing and writes nothing)
 are checked, not assumed.
 """
@@ -106,7 +106,7 @@ async def raw_pair(w: Workload, opener: Opener) -> AsyncIterator[Bound]:
 
 
 class _Nothing:
-    """The least an ``async with sessions.open(key) as session`` can cost: an object made per
+    """What ``async with sessions.open(key) as session`` costs by itself: an object made per
     update, whose enter and exit do nothing."""
 
     __slots__ = ("key",)
@@ -123,7 +123,7 @@ class _Nothing:
 
 @asynccontextmanager
 async def floor_pair(w: Workload, opener: Opener) -> AsyncIterator[Bound]:
-    """The raw pair inside an empty ``async with``: what no session API of that shape can beat."""
+    """The raw pair inside an empty ``async with``: the raw work plus what that API shape costs."""
     async with opener("floor") as storage:
         get, put = storage.get, storage.set
 
