@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 from collections.abc import Callable
 from typing import Any
@@ -226,14 +227,26 @@ async def test_repeated_reads_keep_a_bounded_number_of_decoded_values() -> None:
     assert await storage.get(f"k{_READS_MAX + 9}") == {"n": _READS_MAX + 9}
 
 
-async def test_repeated_reads_of_a_value_with_another_codec_decode_each_time() -> None:
-    from botstate import BytesCodec
+@dataclasses.dataclass
+class Profile:
+    name: str
+    visits: int
 
-    storage = MemoryStorage[bytes](codec=BytesCodec())
-    await storage.set("a", b'{"n": 1}')
-    for _ in range(3):
-        assert await storage.get("a") == b'{"n": 1}'
-    assert storage._reads == {}
+
+@pytest.mark.parametrize("cls", [MemoryStorage, LruMemoryStorage])
+async def test_repeated_reads_with_a_model_codec_each_build_their_own_object(cls: Any) -> None:
+    from botstate import ModelCodec
+
+    storage = cls(codec=ModelCodec(Profile))
+    await storage.set("p", Profile("Ann", 1))
+    seen = []
+    for _ in range(4):
+        got = await storage.get("p")
+        assert got == Profile("Ann", 1)
+        got.visits += 10
+        seen.append(got)
+    assert len({id(profile) for profile in seen}) == 4
+    assert await storage.get("p") == Profile("Ann", 1)
 
 
 async def test_corrupt_bytes_read_twice_raise_both_times() -> None:
