@@ -55,6 +55,17 @@ async def test_cancelled_waiter_does_not_keep_the_key() -> None:
     assert len(locks) == 0
 
 
+async def test_waiters_that_gave_up_do_not_pile_up_behind_a_held_key() -> None:
+    locks = KeyedLocks()
+    await locks.acquire("k")
+    for _ in range(50):  # a stuck holder, and every update for its key timing out behind it
+        with pytest.raises(LockError):
+            await locks.acquire("k", timeout=0)
+    assert not locks._held["k"]  # nothing queued is left: memory does not grow with the timeouts
+    locks.release("k")
+    assert len(locks) == 0
+
+
 async def test_waiter_cancelled_after_handover_passes_the_key_on() -> None:
     locks = KeyedLocks()
     await locks.acquire("k")

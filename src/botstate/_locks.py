@@ -96,7 +96,9 @@ class KeyedLocks:
             if waiter.done() and not waiter.cancelled():
                 self.release(key)  # handed over just as we gave up: pass it on
             else:
-                waiter.cancel()  # release() skips it
+                waiter.cancel()
+                if waiter in waiters:  # unless release() already skipped it: waiters that gave
+                    waiters.remove(waiter)  # up must not pile up behind a long-held key
             if isinstance(exc, TimeoutError):
                 raise LockError(
                     f"lock not acquired within {timeout}s", key=key, backend=self.backend

@@ -36,6 +36,19 @@ async def test_without_isolation_concurrent_bodies_lose_updates() -> None:
     assert await storage.get("session:counter") < 200
 
 
+async def test_two_sessions_objects_on_one_storage_do_not_lose_updates() -> None:
+    # One Sessions per handler module, both on the bot's storage: they still queue per key.
+    storage: MemoryStorage[Any] = MemoryStorage()
+
+    async def both() -> None:
+        await asyncio.gather(
+            increments(Sessions(storage, initial=int), 100), increments(Sessions(storage, initial=int), 100)
+        )
+
+    await both()
+    assert await storage.get("session:counter") == 200
+
+
 async def test_different_keys_run_in_parallel() -> None:
     sessions = Sessions(MemoryStorage(), initial=int)
     first_inside = asyncio.Event()
@@ -72,18 +85,56 @@ class LostLease:
         raise LockError("lease ran out", key=self.key, backend="memory")
 
 
-class LosingLocks(MemoryStorage[Any]):
-    """A memory storage whose locks report, on renewal, that their lease ran out."""
+class SlowRenewal:
+    """A lock whose renewal is a slow round trip, with some clean-up when it is cancelled."""
+
+    def __init__(self, token: int, renewing: asyncio.Event, cleaning: asyncio.Event) -> None:
+        self.token = token
+        self.renewing = renewing
+        self.cleaning = cleaning
+
+    async def extend(self, lease: float | None = None) -> None:
+        self.renewing.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            self.cleaning.set()
+            await asyncio.sleep(0.05)  # a client closing its connection, say
+            raise
+
+
+class CustomLocks(MemoryStorage[Any]):
+    """A memory storage whose locks are what ``make_lock`` returns (each test's odd lock)."""
+
+    def make_lock(self, token: int, key: str) -> Any:
+        raise NotImplementedError
 
     def lock(
         self, key: str, *, lease: float = 30.0, timeout: float | None = None
     ) -> AbstractAsyncContextManager[Any]:
         @asynccontextmanager
         async def held() -> AsyncIterator[Any]:
-            async with super(LosingLocks, self).lock(key, lease=lease, timeout=timeout) as lock:
-                yield LostLease(lock.token, key)
+            async with super(CustomLocks, self).lock(key, lease=lease, timeout=timeout) as lock:
+                yield self.make_lock(lock.token, key)
 
         return held()
+
+
+class LosingLocks(CustomLocks):
+    """Locks that report, on renewal, that their lease ran out."""
+
+    def make_lock(self, token: int, key: str) -> Any:
+        return LostLease(token, key)
+
+
+class SlowRenewals(CustomLocks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewing = asyncio.Event()
+        self.cleaning = asyncio.Event()
+
+    def make_lock(self, token: int, key: str) -> Any:
+        return SlowRenewal(token, self.renewing, self.cleaning)
 
 
 async def test_a_session_whose_lock_was_lost_writes_nothing() -> None:
@@ -98,6 +149,30 @@ async def test_a_session_whose_lock_was_lost_writes_nothing() -> None:
     with pytest.raises(LockError, match="changes were not saved"):
         await handler()
     assert await storage.has("session:counter") is False
+
+
+async def test_a_task_cancelled_while_its_session_lets_go_of_the_lock_is_cancelled() -> None:
+    # Closing waits for the renewal in flight to end; a cancellation arriving meanwhile (a shutdown,
+    # an asyncio.timeout) is the task's own and must reach it, with both locks let go.
+    storage = SlowRenewals()
+    sessions = Sessions(storage, initial=int, isolation="distributed", lease=1.5)
+    went_on = False
+
+    async def handler() -> None:
+        nonlocal went_on
+        async with sessions.open("counter") as session:
+            session.data += 1
+            await storage.renewing.wait()  # a renewal (after lease / 3) is in flight
+        went_on = True
+
+    task = asyncio.create_task(handler())
+    await asyncio.wait_for(storage.cleaning.wait(), 5)  # closing cancelled the renewal
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not went_on
+    async with sessions.open("counter") as session:  # nothing is left held
+        assert session.data == 1
 
 
 async def test_lock_timeout_bounds_the_wait_for_a_busy_key() -> None:

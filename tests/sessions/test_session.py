@@ -11,6 +11,7 @@ import pytest
 from botstate import MemoryStorage, SerializationError
 from botstate.sessions import (
     NoSessionError,
+    Session,
     SessionError,
     SessionNotLoadedError,
     Sessions,
@@ -93,6 +94,20 @@ async def test_async_and_custom_key_functions() -> None:
 async def test_a_key_function_returning_a_non_str_is_refused() -> None:
     with pytest.raises(TypeError, match="non-empty str"):
         async with Sessions(MemoryStorage(), key=lambda update: 42).open(CHAT):
+            pass
+
+
+@pytest.mark.parametrize("update", [42, b"chat:42", {"chat_id": 42}])
+async def test_what_no_built_in_key_function_understands_is_refused_clearly(update: Any) -> None:
+    for key in (chat_key, user_key):
+        with pytest.raises(TypeError, match=r"takes a session key \(str\), an UpdateInfo or None"):
+            async with Sessions(MemoryStorage(), key=key).open(update):
+                pass
+
+
+async def test_an_empty_session_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="non-empty str, got ''"):
+        async with Sessions(MemoryStorage()).open(""):
             pass
 
 
@@ -239,6 +254,83 @@ async def test_a_cancelled_first_loader_leaves_the_load_to_the_next(counting: An
         assert await session.load() == {"n": 2}
 
 
+async def test_a_load_left_waiting_when_the_body_ends_lets_go_of_the_key() -> None:
+    # asyncio.gather does not cancel a load() when another of its tasks fails: the body ends while
+    # that load still waits for the key. It must not take the key for good once it gets it.
+    sessions = Sessions(MemoryStorage(), lazy=True, initial=dict, lock_timeout=2)
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with sessions.open("k") as session:
+            await session.load()
+            await release.wait()
+
+    async def fail() -> None:
+        raise ValueError("the handler failed")
+
+    holding = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+
+    async def body() -> None:
+        async with sessions.open("k") as session:
+            left.append(asyncio.ensure_future(session.load()))
+            opened.append(session)
+            await asyncio.gather(left[0], fail())
+
+    left: list[asyncio.Future[Any]] = []
+    opened: list[Session[Any]] = []
+    with pytest.raises(ValueError, match="handler failed"):
+        await body()
+    release.set()
+    await holding
+    with pytest.raises(SessionError, match="after its 'async with' block"):
+        await left[0]
+    with pytest.raises(SessionError):
+        _ = opened[0].data
+    assert sessions.stats.untouched == 0  # it was loading, not untouched
+    async with sessions.open("k") as again:  # the key is free (else LockError after 2 s)
+        assert await again.load() == {}
+
+
+async def test_a_read_still_running_when_the_body_ends_loads_nothing(counting: Any) -> None:
+    await counting.inner.set("session:k", {"n": 1})
+    sessions = Sessions(Yielding(counting), lazy=True, lock_timeout=2)  # type: ignore[arg-type]
+    async with sessions.open("k") as session:
+        left = asyncio.create_task(session.load())
+        await asyncio.sleep(0)  # it holds the key and is reading
+    with pytest.raises(SessionError, match="after its 'async with' block"):
+        await left
+    assert not session.loaded
+    assert counting.calls["set"] == 0
+    async with sessions.open("k") as again:
+        assert await again.load() == {"n": 1}
+
+
+async def test_cancelling_one_waiter_of_a_shared_load_leaves_the_others_waiting() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    await storage.set("session:k", {"n": 1})
+    sessions = Sessions(storage, lazy=True, lock_timeout=2)
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with sessions.open("k") as session:
+            await session.load()
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    async with sessions.open("k") as session:
+        first, second, third = (asyncio.create_task(session.load()) for _ in range(3))
+        await asyncio.sleep(0.01)  # the first waits for the key, the others for the first
+        second.cancel()
+        release.set()
+        assert await first == {"n": 1}
+        assert await third == {"n": 1}
+        with pytest.raises(asyncio.CancelledError):
+            await second
+    await holding
+
+
 async def test_lazy_session_data_before_load_raises_a_clear_error() -> None:
     async with Sessions(MemoryStorage(), lazy=True).open(CHAT) as session:
         with pytest.raises(SessionNotLoadedError, match=r"await session\.load"):
@@ -284,6 +376,23 @@ def test_ttl_and_distributed_isolation_need_the_capability() -> None:
         Sessions(Plain(), isolation="distributed")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="isolation"):
         Sessions(MemoryStorage(), isolation="global")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lock_timeout": "5"}, "lock timeout must be seconds"),
+        ({"lock_timeout": -1}, "lock timeout must be seconds"),
+        ({"lease": float("inf"), "isolation": "distributed"}, "lease must be positive finite"),
+        ({"lease": 0}, "lease must be positive finite"),
+    ],
+)
+def test_lock_settings_that_could_never_work_are_refused_at_construction(
+    options: dict[str, Any], message: str
+) -> None:
+    # Else they would pass every test with one update at a time and fail once two meet.
+    with pytest.raises(ValueError, match=message):
+        Sessions(MemoryStorage(), **options)
 
 
 def test_default_key_is_per_chat() -> None:

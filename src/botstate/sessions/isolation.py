@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol, TypeAlias
 
 from .._locks import KeyedLocks
 from ..contract import Lock, Storage, is_locking_storage
 from ..errors import ConfigError, LockError, StorageError
+from ..storages._lease import check_timeout, lease_ms
 
 __all__ = ["Guard", "Isolation", "IsolationMode", "LeaseGuard", "LocalIsolation", "make_isolation"]
 
@@ -48,11 +50,27 @@ class _NoIsolation:
         return None
 
 
+_TABLES: weakref.WeakKeyDictionary[Any, KeyedLocks] = weakref.WeakKeyDictionary()
+
+
+def shared_locks(storage: object) -> KeyedLocks:
+    """The in-process lock table of every ``Sessions`` on ``storage``.
+
+    Two ``Sessions`` objects on one storage (one per handler module, say) may well store under the
+    same keys; with a table each, their updates for one chat would run at once and lose each
+    other's changes. A storage that cannot be weakly referenced gets a table of its own.
+    """
+    try:
+        return _TABLES.setdefault(storage, KeyedLocks())
+    except TypeError:
+        return KeyedLocks()
+
+
 class LocalIsolation:
     __slots__ = ("locks", "timeout")
 
-    def __init__(self, timeout: float | None) -> None:
-        self.locks = KeyedLocks()
+    def __init__(self, locks: KeyedLocks, timeout: float | None) -> None:
+        self.locks = locks
         self.timeout = timeout
 
     def guard(self, key: str) -> Guard:
@@ -139,23 +157,26 @@ class LeaseGuard:
             self._timer.cancel()
             self._timer = None
         renewal, self._renewal = self._renewal, None
-        if renewal is not None:
-            renewal.cancel()
-            try:
-                await renewal
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a renewal that failed unexpectedly: the lease still bounds the lock
-                log.exception("botstate: renewing the session lock of %r failed", self._key)
-        remote, self._remote = self._remote, None
         try:
-            if remote is not None:
-                await remote.__aexit__(None, None, None)
-        except StorageError as exc:
-            # Correctness does not depend on the release: the lease frees the key anyway.
-            log.warning("botstate: releasing the session lock failed, its lease will free it: %s", exc)
+            if renewal is not None:
+                renewal.cancel()
+                # ``wait`` (not ``await renewal``): the renewal's own cancellation is not raised
+                # here, so a cancellation of this task that arrives meanwhile is not mistaken for
+                # it and swallowed; the locks are released below either way.
+                await asyncio.wait((renewal,))
+                error = None if renewal.cancelled() else renewal.exception()
+                if error is not None:  # failed unexpectedly: the lease still bounds the lock
+                    log.error("botstate: renewing the session lock of %r failed", self._key, exc_info=error)
         finally:
-            await self._local.__aexit__(None, None, None)
+            remote, self._remote = self._remote, None
+            try:
+                if remote is not None:
+                    await remote.__aexit__(None, None, None)
+            except StorageError as exc:
+                # Correctness does not depend on the release: the lease frees the key anyway.
+                log.warning("botstate: releasing the session lock failed, its lease will free it: %s", exc)
+            finally:
+                await self._local.__aexit__(None, None, None)
 
 
 class _DistributedIsolation:
@@ -166,7 +187,7 @@ class _DistributedIsolation:
         self.backend = backend
         self.lease = lease
         self.timeout = timeout
-        self.locks = KeyedLocks()
+        self.locks = shared_locks(storage)
 
     def guard(self, key: str) -> LeaseGuard:
         return LeaseGuard(self, key)
@@ -175,15 +196,16 @@ class _DistributedIsolation:
 def make_isolation(
     mode: IsolationMode, storage: Storage[Any], backend: str, *, lease: float, timeout: float | None
 ) -> Isolation:
-    """The isolation for ``mode``; refuses a distributed mode the storage cannot provide."""
+    """The isolation for ``mode``; refuses a distributed mode the storage cannot provide, and
+    settings that would only fail once two updates meet (``ValueError``)."""
+    check_timeout(timeout)
+    lease_ms(lease)
     if mode == "local":
-        return LocalIsolation(timeout)
+        return LocalIsolation(shared_locks(storage), timeout)
     if mode == "none":
         return _NoIsolation()
     if mode == "distributed":
         if not is_locking_storage(storage):
             raise ConfigError(f"isolation='distributed' needs a storage with lock(); {backend} has none")
-        if not lease > 0:
-            raise ValueError(f"lease must be positive seconds, got {lease!r}")
         return _DistributedIsolation(storage, backend, lease, timeout)
     raise ConfigError(f"isolation must be 'local', 'distributed' or 'none', not {mode!r}")

@@ -86,6 +86,10 @@ def topic_key(update: UpdateInfo) -> str | None:
     return f"{_scope(update)}chat:{update.chat_id}:topic:{update.thread_id}"
 
 
+BUILT_IN_KEYS: frozenset[KeyFunction] = frozenset({chat_key, user_key, user_in_chat_key, topic_key})
+"""The key functions above: they take an ``UpdateInfo`` and nothing else."""
+
+
 async def session_keys(sessions: Sessions[Any], pattern: str = "*") -> AsyncIterator[str]:
     """The session keys stored by ``sessions`` (without its name prefix), e.g. for a broadcast.
 

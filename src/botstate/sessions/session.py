@@ -34,7 +34,7 @@ from ..contract import Storage, is_ttl_storage
 from ..errors import BotstateError, ConfigError, SerializationError
 from ..storages._base import BaseStorage, same_value
 from .isolation import Guard, IsolationMode, LeaseGuard, LocalIsolation, make_isolation
-from .keys import KeyFunction, chat_key
+from .keys import BUILT_IN_KEYS, KeyFunction, UpdateInfo, chat_key
 
 __all__ = [
     "NoSessionError",
@@ -226,7 +226,17 @@ class Sessions(Generic[T]):
         """The storage key for ``update``, or ``None`` when it has no session."""
         if update is None:
             return None
-        key = update if type(update) is str else self.key(update)
+        if type(update) is str:
+            if not update:
+                raise ValueError("session keys are non-empty str, got ''")
+            key: Any = update
+        elif self.key in BUILT_IN_KEYS and not isinstance(update, UpdateInfo):
+            raise TypeError(
+                f"sessions.open() takes a session key (str), an UpdateInfo or None, "
+                f"not {type(update).__name__} (a custom key function takes anything else)"
+            )
+        else:
+            key = self.key(update)
         if key is not None and type(key) is not str and inspect.isawaitable(key):
             key = await key  # an async key function
         if key is None:
@@ -298,7 +308,7 @@ class Session(Generic[T]):
                 self._unavailable()
             waiter = self._loading
             if waiter is not None:  # another task of this body is reading it
-                await waiter
+                await asyncio.shield(waiter)  # cancelling this wait must not cancel the others'
                 continue
             waiter = self._loading = asyncio.get_running_loop().create_future()
             try:
@@ -427,11 +437,17 @@ class Session(Generic[T]):
             self._guard = guard
 
     async def _read(self, key: str, lock: bool = True) -> None:
-        """Take the guard (unless already taken) and read; on failure nothing is held or loaded."""
+        """Take the guard (unless already taken) and read; on failure nothing is held or loaded.
+
+        A load still running when the body ends (a task the body left behind) must not keep the
+        lock or load a closed session: it lets go and raises once it sees the session closed.
+        """
         sessions = self._sessions
         if lock:
             await self._lock(key)
         try:
+            if self._state != _OPEN:
+                self._unavailable()
             storage: Any = sessions.storage
             if sessions._encoded_access:
                 data = await storage._get_encoded(key)
@@ -440,6 +456,8 @@ class Session(Generic[T]):
                     self._stored = data
             else:
                 self._original = self._value = await storage.get(key, _MISSING)
+            if self._state != _OPEN:
+                self._unavailable()
         except BaseException:
             await self._release()
             raise
@@ -465,7 +483,7 @@ class Session(Generic[T]):
         sessions = self._sessions
         try:
             if not loaded:
-                if self.key is not None and sessions.lazy:
+                if self.key is not None and sessions.lazy and self._loading is None:
                     sessions.stats.untouched += 1
             elif exc_type is not None:
                 sessions.stats.discarded += 1
