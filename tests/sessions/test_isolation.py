@@ -175,6 +175,46 @@ async def test_a_task_cancelled_while_its_session_lets_go_of_the_lock_is_cancell
         assert session.data == 1
 
 
+class RecordingLocks(MemoryStorage[Any]):
+    """Records the timeout each backend lock is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def lock(
+        self, key: str, *, lease: float = 30.0, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[Any]:
+        self.timeouts.append(timeout)
+        return super().lock(key, lease=lease, timeout=timeout)
+
+
+async def test_distributed_lock_timeout_bounds_both_waits_together() -> None:
+    storage = RecordingLocks()
+    sessions = Sessions(storage, initial=int, isolation="distributed", lock_timeout=5)
+    first_inside = asyncio.Event()
+
+    async def first() -> None:
+        async with sessions.open("k") as session:
+            first_inside.set()
+            await asyncio.sleep(0.05)
+            session.data += 1
+
+    async def second() -> None:
+        await first_inside.wait()
+        async with sessions.open("k") as session:  # waits in the process first
+            session.data += 1
+
+    await asyncio.gather(first(), second())
+    assert await storage.get("session:k") == 2
+    # The first asks the backend for the whole bound; the second only for what its local wait left.
+    first_timeout, second_timeout = storage.timeouts
+    assert first_timeout is not None
+    assert 4.5 < first_timeout <= 5
+    assert second_timeout is not None
+    assert 0 <= second_timeout < first_timeout - 0.04
+
+
 async def test_lock_timeout_bounds_the_wait_for_a_busy_key() -> None:
     storage: MemoryStorage[Any] = MemoryStorage()
     sessions = Sessions(storage, initial=int, lock_timeout=0.05)

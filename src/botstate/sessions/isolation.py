@@ -110,15 +110,19 @@ class LeaseGuard:
         self._renewal: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> LeaseGuard:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         await self._local.__aenter__()
         try:
-            remote = self._storage.lock(self._key, lease=self._lease, timeout=self._timeout)
+            timeout = self._timeout  # one bound for both waits, the local and the backend's
+            if timeout is not None:
+                timeout = max(0.0, timeout - (loop.time() - started))
+            remote = self._storage.lock(self._key, lease=self._lease, timeout=timeout)
             self._lock = await remote.__aenter__()
             self._remote = remote
         except BaseException:
             await self._local.__aexit__(None, None, None)
             raise
-        loop = asyncio.get_running_loop()
         self._renewed = loop.time()
         self._timer = loop.call_later(self._lease / 3, self._renew)
         return self

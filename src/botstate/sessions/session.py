@@ -140,7 +140,8 @@ class Sessions(Generic[T]):
     - ``lazy``: read only on ``await session.load()``.
     - ``key``: maps what ``open()`` gets to a session key (sync or async); default ``chat_key``.
     - ``isolation``: ``"local"`` (default), ``"distributed"`` (also takes the backend's lock with
-      ``lease``), or ``"none"``. ``lock_timeout`` bounds each wait for a lock (``LockError``).
+      ``lease``), or ``"none"``. ``lock_timeout`` bounds the wait for the key (``LockError``),
+      both locks together with ``"distributed"``.
     """
 
     # ``T`` comes from ``initial`` (mypy cannot infer a value type through the Storage protocol);
