@@ -143,12 +143,51 @@ def test_bad_limit_or_period_is_a_value_error(limit: Any, period: Any) -> None:
         RateLimiter(MemoryStorage(), limit=limit, period=period)
 
 
-async def test_bad_cost_and_key() -> None:
+@pytest.mark.parametrize(
+    ("options", "name"), [({"period": 0}, "period"), ({"sweep_every": 0}, "sweep_every")]
+)
+def test_a_bad_duration_is_refused_under_its_own_name(options: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be positive"):
+        RateLimiter(MemoryStorage(), limit=1, **{"period": 1, **options})
+
+
+@pytest.mark.parametrize("cost", [0, -5, "1", 1.0])
+async def test_bad_cost_and_key(cost: Any) -> None:
     limiter = RateLimiter(MemoryStorage(), limit=1, period=1)
-    with pytest.raises(ValueError):
-        await limiter.hit("k", cost=0)
+    with pytest.raises(ValueError, match="cost must be a positive int"):
+        await limiter.hit("k", cost=cost)
+    with pytest.raises(ValueError, match="cost must be a positive int"):
+        await limiter.peek("k", cost=cost)  # not "allowed" for a cost that could never be hit
     with pytest.raises(ValueError):
         await limiter.hit("")
+
+
+class LateIncrements(MemoryStorage[Any]):
+    """Delivers one increment ``late`` seconds after it was sent (a slow round trip)."""
+
+    late: float | None = None
+
+    async def increment(self, key: str, amount: int = 1, *, ttl: Any = None) -> int:
+        late, self.late = self.late, None
+        if late is not None:
+            await asyncio.sleep(late)
+        return await super().increment(key, amount, ttl=ttl)
+
+
+async def test_a_hit_sent_before_its_window_ended_but_arriving_after_is_still_counted_there() -> None:
+    storage = LateIncrements()
+    limiter = RateLimiter(storage, limit=1, period=1)
+    first = await limiter.hit("k")
+    if first.reset_after < 0.3:  # too close to its end to aim at: take the next window
+        await asyncio.sleep(first.reset_after + 0.01)
+        first = await limiter.hit("k")
+    assert first.allowed
+    await asyncio.sleep(first.reset_after - 0.2)  # the window's last moments
+    storage.late = 0.3  # this hit's increment reaches the storage after its window ended
+    late = await limiter.hit("k")
+    assert late.resets_at == first.resets_at  # sent in the first hit's window
+    assert not late.allowed  # one hit per window: that window's was the first
+    assert late.remaining == 0
 
 
 def test_needs_atomic_increment() -> None:

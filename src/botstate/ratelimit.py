@@ -6,14 +6,16 @@ read-then-write). Windows are aligned to the wall clock (``period`` multiples si
 every process agrees on where a window starts and ``reset_after`` needs no extra read.
 
 Memory stays bounded without setup. A key's windows take turns in two slots, ``f"{key}:0"`` and
-``f"{key}:1"``: a slot comes back a whole period after its counter expired, so ``increment``
-starts it from 0, and an active key never holds more than two entries, even on backends that only
-hide expired entries until a sweep. Keys that stop being hit are removed by the limiter calling the
-storage's ``sweep()`` now and then (``sweep_every``), inside the hit that finds it due: no task
-outlives the storage it sweeps, and a failing sweep (a server that went away) is logged, never
-turned into a failed hit. Two slots rather than one keep a denied hit's
-give-back in its own window: a single key would be the next window's counter by then, and a
-give-back recreating it at ``-cost`` would let that window admit more than ``limit``.
+``f"{key}:1"``: a counter lives until half a period after its window ends and its slot comes back
+half a period after that, so ``increment`` starts it from 0, and an active key never holds more
+than two entries, even on backends that only hide expired entries until a sweep. The half period
+is for increments that arrive late (a slow round trip, a storage's clock a little ahead): one sent
+just before its window ended still lands on that window's counter, and is counted and denied
+there, instead of starting a fresh counter that would admit it. Two slots rather than one also keep
+a denied hit's give-back in its own window. Keys that stop being hit are removed by the limiter
+calling the storage's ``sweep()`` now and then (``sweep_every``), inside the hit that finds it due:
+no task outlives the storage it sweeps, and a failing sweep (a server that went away) is logged,
+never turned into a failed hit.
 
 A denied hit is given back (its cost is subtracted again): a rejected ``cost=10`` request does not
 eat the budget of cheaper ones, and ``remaining`` stays what a caller can still spend. Between the
@@ -41,6 +43,19 @@ log = logging.getLogger("botstate")
 
 _DEFAULT_SWEEP: Any = object()
 """``sweep_every`` not given: sweep every ``max(period, 60 s)``."""
+
+
+def _seconds(name: str, value: TTL | None) -> int | None:
+    """``value`` in milliseconds (``None`` stays ``None``); a bad one is refused under ``name``."""
+    try:
+        return ttl_to_ms(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(str(exc).replace("ttl", name, 1)) from None
+
+
+def _check_cost(cost: int) -> None:
+    if type(cost) is not int or cost < 1:
+        raise ValueError(f"cost must be a positive int, got {cost!r}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,7 +98,7 @@ class RateLimiter:
             raise TypeError(f"RateLimiter needs a storage with atomic increment, not {storage!r}")
         if type(limit) is not int or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
-        period_ms = ttl_to_ms(period)
+        period_ms = _seconds("period", period)
         if period_ms is None:
             raise ValueError("period is required")
         self._storage: AtomicStorage[Any] = storage
@@ -92,7 +107,7 @@ class RateLimiter:
         sweep = getattr(storage, "sweep", None)
         if sweep_every is _DEFAULT_SWEEP:
             sweep_every = max(period_ms, 60_000) / 1000
-        self._sweep_every = None if sweep_every is None else ttl_to_ms(sweep_every)
+        self._sweep_every = _seconds("sweep_every", sweep_every)
         self._sweep = sweep if callable(sweep) and self._sweep_every is not None else None
         self._next_sweep = time.monotonic_ns() // 1_000_000 + (self._sweep_every or 0)
 
@@ -121,25 +136,27 @@ class RateLimiter:
             log.exception("botstate: RateLimiter's sweep of %r failed", self._storage)
 
     def _result(self, allowed: bool, used: int, left_ms: int, end_ms: int) -> RateLimitResult:
-        return RateLimitResult(allowed, self.limit, max(0, self.limit - used), left_ms / 1000, end_ms / 1000)
+        remaining = min(self.limit, max(0, self.limit - used))
+        return RateLimitResult(allowed, self.limit, remaining, left_ms / 1000, end_ms / 1000)
 
     async def hit(self, key: str, cost: int = 1) -> RateLimitResult:
         """Count ``cost`` against ``key``'s current window; ``allowed`` says whether it fit."""
-        if type(cost) is not int or cost < 1:
-            raise ValueError(f"cost must be a positive int, got {cost!r}")
+        _check_cost(cost)
         if self._sweep is not None:
             await self._maybe_sweep()
         counter, left_ms, end_ms = self._window(key)  # after the sweep, however long it took
-        total = await self._storage.increment(counter, cost, ttl=left_ms / 1000)
+        lives_ms = left_ms + self._period_ms // 2  # see the module docstring: late increments
+        total = await self._storage.increment(counter, cost, ttl=lives_ms / 1000)
         if total <= self.limit:
             return self._result(True, total, left_ms, end_ms)
         left_now = end_ms - time.time_ns() // 1_000_000
         if left_now > 0:  # a finished window needs nothing given back
-            await self._storage.increment(counter, -cost, ttl=left_now / 1000)
+            await self._storage.increment(counter, -cost, ttl=(left_now + self._period_ms // 2) / 1000)
         return self._result(False, total - cost, left_ms, end_ms)
 
     async def peek(self, key: str, cost: int = 1) -> RateLimitResult:
         """Whether a hit of ``cost`` would be allowed now, without counting it."""
+        _check_cost(cost)
         counter, left_ms, end_ms = self._window(key)
         used = await self._storage.get(counter, 0)
         if type(used) is not int:
