@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -53,6 +55,39 @@ def test_demo_state_survives_a_second_run(tmp_path: Path) -> None:
     reset = demo(tmp_path, *SMALL, "--reset")
     assert reset.returncode == 0
     assert "no earlier run found" in reset.stdout
+
+
+def test_a_run_interrupted_with_more_chats_leaves_later_runs_checking_right(tmp_path: Path) -> None:
+    small = ["--updates", "200", "--chats", "5", "--seed", "3"]
+    assert demo(tmp_path, *small).returncode == 0
+    # A run over 50 chats, interrupted (Ctrl-C) while it simulates.
+    command = [sys.executable, "-m", "botstate.cli", "demo", "--updates", "2000000", "--chats", "50"]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) as big:
+        assert big.stdout is not None
+        for line in big.stdout:  # bounded: the run prints a few lines, then simulates for long
+            if line.startswith("simulating"):
+                break
+        time.sleep(1)  # chats beyond the first five have been written by now
+        big.send_signal(signal.SIGINT)
+        assert big.wait(timeout=60) == 130
+    # Later runs, over fewer chats and then all of them, find what complete runs acknowledged.
+    for run in (small, ["--updates", "200", "--chats", "50", "--seed", "4"]):
+        result = demo(tmp_path, *run)
+        assert result.returncode == 0, result.stdout
+        assert "FAIL" not in result.stdout
+
+
+def test_path_is_a_file_name_whatever_its_characters(tmp_path: Path) -> None:
+    result = demo(tmp_path, "--updates", "20", "--chats", "2", "--path", "a%41b?c d.db")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".db"] == ["a%41b?c d.db"]
+
+
+def test_path_and_storage_together_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--storage", "memory://", "--path", "x.db"])
+    assert exited.value.code == 2
+    assert "give --storage or --path" in capsys.readouterr().err
 
 
 def table_rows(text: str) -> list[tuple[int, ...]]:

@@ -268,7 +268,10 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
         carried = sum(before_chats.values())
         ok = await check_earlier_runs(out, ledger, carried, sum(before_users.values()))
         runs = ledger.get("runs", 0) + 1
-        await storage.set(LEDGER, {**ledger, "runs": runs, "complete": False})
+        # Which chats and users exist from now on, even if this run is interrupted: a later run
+        # must read them all to check what it finds against what complete runs acknowledged.
+        started = {"runs": runs, "complete": False, "chats": len(chat_ids), "users": len(user_ids)}
+        await storage.set(LEDGER, {**ledger, **started})
 
         updates, messages, profiles = simulate(options, users)
         print(

@@ -7,11 +7,21 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from . import __version__
 from .errors import BotstateError
 
 __all__ = ["main"]
+
+
+DEFAULT_PATH = "botstate-demo.db"
+
+
+def _sqlite_url(path: str) -> str:
+    """The URL of the SQLite file ``path``, quoted: a ``%`` or ``?`` in a file name is a name."""
+    path = path if os.path.isabs(path) else path.lstrip("/")
+    return f"sqlite:///{quote(path)}"
 
 
 def _positive(text: str) -> int:
@@ -33,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "earlier runs left. Run it twice to see the state survive. Exit code 1 if a check fails.",
     )
     demo.add_argument("--storage", metavar="URL", help="any storage URL (default: sqlite:///PATH)")
-    demo.add_argument("--path", default="botstate-demo.db", help="SQLite file (default: %(default)s)")
+    demo.add_argument("--path", help=f"SQLite file, without --storage (default: {DEFAULT_PATH})")
     demo.add_argument("--updates", type=_positive, default=20000, help="updates to simulate (%(default)s)")
     demo.add_argument("--chats", type=_positive, default=500, help="distinct chats (%(default)s)")
     demo.add_argument("--concurrency", type=_positive, default=64, help="updates in flight (%(default)s)")
@@ -50,12 +60,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.storage and args.path:
+        parser.error("--path is the SQLite file of the default storage: give --storage or --path")
     from ._demo import DemoOptions, run_demo
 
-    path = args.path if os.path.isabs(args.path) else args.path.lstrip("/")
     options = DemoOptions(
-        url=args.storage or f"sqlite:///{path}",
+        url=args.storage or _sqlite_url(args.path or DEFAULT_PATH),
         updates=args.updates,
         chats=args.chats,
         concurrency=args.concurrency,

@@ -1,9 +1,9 @@
 """Fixed-window rate limits on any storage with atomic ``increment``.
 
-Each window is one counter created by ``increment`` with a TTL that ends with the window, so the
-count is exact across processes sharing the storage (one atomic increment per hit, no
-read-then-write). Windows are aligned to the wall clock (``period`` multiples since the epoch), so
-every process agrees on where a window starts and ``reset_after`` needs no extra read.
+Each window is one counter created by ``increment`` with a TTL (see below), so the count is exact
+across processes sharing the storage (one atomic increment per hit, no read-then-write). Windows
+are aligned to the wall clock (``period`` multiples since the epoch), so every process agrees on
+where a window starts and ``reset_after`` needs no extra read.
 
 Memory stays bounded without setup. A key's windows take turns in two slots, ``f"{key}:0"`` and
 ``f"{key}:1"``: a counter lives until half a period after its window ends and its slot comes back

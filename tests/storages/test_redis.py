@@ -236,6 +236,14 @@ async def test_open_storage_urls(redis_url: str, unique: str, lock_prefix: str) 
         RedisStorage("http://localhost")
 
 
+@pytest.mark.parametrize("query", ["prefx=x:", "socket_keepalive=true&sockettimeout=2"])
+def test_a_misspelt_url_option_is_refused_at_once(query: str) -> None:
+    # redis-py itself would only fail when connecting, with a TypeError about its own classes.
+    misspelt = query.split("&")[-1].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"unknown option\(s\) \['{misspelt}'\]"):
+        open_storage(f"redis://127.0.0.1:6379/0?{query}")
+
+
 async def test_tls_url_with_redis_py_options(unique: str) -> None:
     with redis_server_or_skip(tls=True) as server:
         url = f"{server.url}?ssl_ca_certs={server.certificate}&prefix={unique}:&timeout=5"

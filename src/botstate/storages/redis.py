@@ -13,6 +13,7 @@ by hash slot, iteration visits every primary.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -132,6 +133,23 @@ class _ClusterCalls:
         self._ready = False
 
 
+def _unknown_options(client: Redis) -> list[str]:
+    """Options of ``client``'s connections that redis-py would refuse only when connecting (a
+    misspelt query option of a URL): the connection class's keyword parameters, up its ``__init__``
+    chain for as long as each passes ``**kwargs`` on."""
+    pool = client.connection_pool
+    accepted: set[str] = set()
+    for klass in pool.connection_class.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        accepted.update(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return sorted(set(pool.connection_kwargs) - accepted)
+    return []  # a connection class taking anything: nothing to tell
+
+
 class RedisStorage(BaseStorage[V]):
     """Storage on Redis, Valkey or Redis Cluster.
 
@@ -206,9 +224,13 @@ class RedisStorage(BaseStorage[V]):
         try:
             if cluster:
                 return RedisCluster.from_url(client_url, **options)
-            return Redis.from_url(client_url, **options)
+            client = Redis.from_url(client_url, **options)
         except (ValueError, TypeError, RedisError, RedisClusterException) as exc:
             raise ConfigError(f"bad Redis URL {redacted(url)!r}: {exc}") from exc
+        unknown = _unknown_options(client)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown}: neither botstate's nor redis-py's")
+        return client
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
