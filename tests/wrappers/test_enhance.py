@@ -109,6 +109,26 @@ async def test_a_legacy_value_with_a_ttl_underneath_keeps_it(any_storage: Any) -
     assert await users.get("u") is None
 
 
+async def test_a_legacy_counter_keeps_its_ttl_underneath_when_incremented(any_storage: Any) -> None:
+    await any_storage.increment("hits", 1, ttl=0.3)  # counted before the wrapper was added
+    counters = enhance_storage(any_storage)
+    assert await counters.increment("hits") == 2
+    assert await counters.get("hits") == 2
+    await asyncio.sleep(0.5)
+    assert await any_storage.has("hits") is False  # expired as it was set to, not made permanent
+    assert await counters.increment("hits") == 1
+
+
+async def test_a_legacy_counter_incremented_with_a_ttl_takes_that_ttl() -> None:
+    inner: MemoryStorage[Any] = MemoryStorage()
+    await inner.set("hits", 5)  # permanent, from before the wrapper
+    counters = enhance_storage(inner, migrations={1: lambda n: n * 10})
+    assert await counters.increment("hits", ttl=0.2) == 51  # migrated, then counted
+    assert (await inner.get("hits"))["__exp"] is not None
+    await asyncio.sleep(0.3)
+    assert await counters.get("hits") is None
+
+
 async def test_write_back_keeps_the_expiry(any_storage: Any) -> None:
     old = enhance_storage(any_storage, ttl=0.3)
     await old.set("u", "A B")

@@ -25,8 +25,9 @@ from __future__ import annotations
 import copy
 import enum
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, overload
 
 from .._ttl import TTL, now_ms, ttl_to_ms
@@ -202,11 +203,22 @@ class EnhancedStorage(StorageWrapper[V]):
         return opened.data
 
     async def _update(
-        self, key: str, step: Callable[[Any], tuple[Any, Any] | None], ttl: TTL | None, *, keep_expiry: bool
+        self,
+        key: str,
+        step: Callable[[Any], tuple[Any, Any] | None],
+        ttl: TTL | None,
+        *,
+        keep_expiry: bool,
+        in_place: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
         """Compare-and-set loop: ``step(current data or MISSING)`` gives ``(new data, result)``, or
         None to stop with False. A new entry gets ``ttl``; with ``keep_expiry`` an existing one
-        keeps its own (a counter's fixed window)."""
+        keeps its own (a counter's fixed window).
+
+        A legacy value's own expiry lies underneath, where it cannot be read: it gets ``ttl`` (or
+        the wrapper's) afresh, or, with neither, ``in_place()`` updates it where it is, keeping
+        that expiry (a counter at the current version); without ``in_place`` it becomes permanent.
+        """
 
         async def attempt() -> Any | Retry:
             raw = await self._inner.get(key, MISSING)
@@ -216,6 +228,10 @@ class EnhancedStorage(StorageWrapper[V]):
                 return False
             if opened is EXPIRED or not keep_expiry:
                 exp, inner_ttl = self._expiry(ttl)
+            elif not _is_envelope(raw, key, self.backend):
+                exp, inner_ttl = self._expiry(ttl)
+                if exp is None and in_place is not None:
+                    return await in_place()
             else:
                 exp, inner_ttl = opened.exp, self._remaining(opened.exp)
             expected = None if raw is MISSING else raw
@@ -334,7 +350,10 @@ class EnhancedStorage(StorageWrapper[V]):
             total = check_counter(current + amount, key, self.backend)
             return total, total
 
-        total: int = await self._update(key, step, ttl, keep_expiry=True)
+        in_place = None
+        if self.version == 0 and is_atomic_storage(self._inner):  # legacy ints are current values
+            in_place = partial(self._inner.increment, key, amount)
+        total: int = await self._update(key, step, ttl, keep_expiry=True, in_place=in_place)
         return total
 
     # -- IterableStorage (never writes) -------------------------------------------------------------
