@@ -9,6 +9,7 @@ import pytest
 from botstate import MemoryStorage
 from botstate.errors import CorruptValueError
 from botstate.filecache import FileIdCache
+from botstate.wrappers import namespace
 from wrappers.wrapper_backends import Minimal, any_storage
 
 __all__ = ["any_storage"]  # the fixture, imported for pytest
@@ -62,6 +63,15 @@ async def test_without_storage_locks_uploads_are_coalesced_in_process() -> None:
     cache = FileIdCache(Minimal())  # type: ignore[arg-type]
     upload = Uploader()
     await asyncio.gather(*(cache.get_or_upload("k", upload) for _ in range(5)))
+    assert upload.calls == 1
+
+
+async def test_uploads_are_coalesced_through_a_view_made_per_call() -> None:
+    storage = Minimal()
+    upload = Uploader()
+    await asyncio.gather(
+        *(FileIdCache(namespace(storage, "files:")).get_or_upload("k", upload) for _ in range(5))
+    )  # type: ignore[arg-type]
     assert upload.calls == 1
 
 

@@ -98,6 +98,27 @@ async def test_a_plain_storage_still_loses_no_update_in_process() -> None:
     assert len(storage.data["k"]["data"]) == 20
 
 
+async def test_a_plain_storage_loses_nothing_through_a_view_made_per_call() -> None:
+    # As the StateContext docstring suggests: a namespace view built for each update.
+    storage = Minimal()
+    racing = Yielding(storage)
+    await asyncio.gather(
+        *(StateContext(namespace(racing, "fsm:"), "k").update_data({str(i): i}) for i in range(20))  # type: ignore[arg-type]
+    )
+    assert len(storage.data["fsm:k"]["data"]) == 20
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "with compare-and-set"])
+async def test_clear_racing_an_update_never_brings_the_old_conversation_back(plain: bool) -> None:
+    storage: Any = Yielding(Minimal() if plain else MemoryStorage())
+    await StateContext(storage, "k").set_state("old")
+    await StateContext(storage, "k").update_data(secret=1)
+    await asyncio.gather(StateContext(storage, "k").update_data(x=2), StateContext(storage, "k").clear())
+    ctx = StateContext(storage, "k")
+    assert await ctx.get_state() is None  # cleared before or after the update: never "old"
+    assert "secret" not in await ctx.get_data()
+
+
 async def test_ttl_expires_an_abandoned_conversation() -> None:
     ctx = StateContext(MemoryStorage(), "k", ttl=0.1)
     await ctx.set_state("waiting")

@@ -9,18 +9,14 @@ upload once and the others reuse the id.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from ._locks import KeyedLocks
 from ._ttl import TTL, ttl_to_ms
-from .contract import Storage, is_locking_storage
+from .contract import Storage
 from .errors import CorruptValueError
-from .wrappers._base import backend_name
+from .wrappers._base import backend_name, key_lock
 
 __all__ = ["FileIdCache"]
-
-_local_locks = KeyedLocks()  # for storages without lock()
 
 
 class FileIdCache:
@@ -59,12 +55,6 @@ class FileIdCache:
         """Drop ``key``'s id, e.g. after Telegram rejected it; True when one was remembered."""
         return await self._storage.delete(key)
 
-    def _lock(self, key: str) -> AbstractAsyncContextManager[object]:
-        storage = self._storage
-        if is_locking_storage(storage):
-            return storage.lock(key, lease=self._lease)
-        return _local_locks.hold(f"{id(storage)}:{key}")
-
     async def get_or_upload(self, key: str, upload: Callable[[], Awaitable[str]]) -> str:
         """The remembered id, or the one ``upload()`` returns (remembered for next time).
 
@@ -74,7 +64,7 @@ class FileIdCache:
         file_id = await self.get(key)
         if file_id is not None:
             return file_id
-        async with self._lock(key):
+        async with key_lock(self._storage, key, lease=self._lease):
             file_id = await self.get(key)  # uploaded by whoever held the lock before us
             if file_id is None:
                 file_id = await upload()

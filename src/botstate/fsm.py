@@ -15,18 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._locks import KeyedLocks
 from ._ttl import TTL, ttl_to_ms
-from .contract import Storage, is_atomic_storage, is_locking_storage
+from .contract import Storage, is_atomic_storage
 from .errors import CorruptValueError
 from .storages._base import bad_key
-from .wrappers._base import RETRY, Retry, backend_name, retry_cas
+from .wrappers._base import RETRY, Retry, backend_name, key_lock, retry_cas
 
 __all__ = ["StateContext"]
 
 _Record = tuple[str | None, dict[str, Any]]
-
-_local_locks = KeyedLocks()  # for storages that offer neither compare_and_set nor lock
 
 
 class StateContext:
@@ -72,8 +69,7 @@ class StateContext:
                 return new if written else RETRY
 
             return await retry_cas(attempt, key=key, backend=backend_name(storage))
-        lock = storage.lock(key) if is_locking_storage(storage) else _local_locks.hold(f"{id(storage)}:{key}")
-        async with lock:
+        async with key_lock(storage, key):
             new = change(*await self._read())
             await storage.set(key, {"state": new[0], "data": new[1]}, ttl=self._ttl)
             return new
@@ -104,7 +100,12 @@ class StateContext:
 
     async def clear(self) -> None:
         """Forget state and data at once (one delete of the one record)."""
-        await self._storage.delete(self.key)
+        storage = self._storage
+        if is_atomic_storage(storage):  # a racing change's compare-and-set then fails and retries
+            await storage.delete(self.key)
+            return
+        async with key_lock(storage, self.key):  # else a racing change would write the old back
+            await storage.delete(self.key)
 
     def __repr__(self) -> str:
         return f"StateContext({self._storage!r}, {self.key!r})"

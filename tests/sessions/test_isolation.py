@@ -11,6 +11,7 @@ import pytest
 
 from botstate import LockError, MemoryStorage
 from botstate.sessions import Sessions
+from botstate.wrappers import namespace
 
 
 async def increments(sessions: Sessions[Any], count: int) -> None:
@@ -47,6 +48,15 @@ async def test_two_sessions_objects_on_one_storage_do_not_lose_updates() -> None
 
     await both()
     assert await storage.get("session:counter") == 200
+
+
+async def test_sessions_on_two_views_of_one_storage_queue_for_the_same_entries() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    await asyncio.gather(
+        increments(Sessions(namespace(storage, "bot:"), initial=int), 100),
+        increments(Sessions(namespace(storage, "bot:"), initial=int), 100),
+    )
+    assert await storage.get("bot:session:counter") == 200
 
 
 async def test_different_keys_run_in_parallel() -> None:

@@ -45,6 +45,33 @@ def test_business_connections_are_a_separate_space() -> None:
 
 
 @pytest.mark.parametrize(
+    ("update", "other"),
+    [
+        (UpdateInfo(bot_id=1, chat_id="5:user:7"), UpdateInfo(bot_id=1, chat_id=5, user_id=7)),
+        (
+            UpdateInfo(bot_id="1:biz:x", chat_id=5),
+            UpdateInfo(bot_id=1, business_connection_id="x", chat_id=5),
+        ),
+        (
+            UpdateInfo(bot_id=1, business_connection_id="x:chat:5", user_id=7),
+            UpdateInfo(bot_id=1, business_connection_id="x", chat_id=5, user_id=7),
+        ),
+        (UpdateInfo(bot_id=1, chat_id="a\\:b"), UpdateInfo(bot_id=1, chat_id="a\\", user_id="b")),
+    ],
+)
+def test_str_ids_holding_separators_never_make_two_keys_meet(update: UpdateInfo, other: UpdateInfo) -> None:
+    kinds = (chat_key, user_key, user_in_chat_key, topic_key)
+    made = {key(update) for key in kinds} | {key(other) for key in kinds}
+    assert len(made - {None}) == sum(key(u) is not None for key in kinds for u in (update, other))
+
+
+def test_plain_ids_keep_their_keys() -> None:
+    # Keys already stored stay where they are: ints and separator-free strs are not escaped.
+    assert chat_key(UpdateInfo(bot_id=1, chat_id=-100123)) == "1:chat:-100123"
+    assert chat_key(UpdateInfo(chat_id="@channel")) == "chat:@channel"
+
+
+@pytest.mark.parametrize(
     ("function", "update"),
     [
         (chat_key, UpdateInfo(bot_id=1, user_id=7)),

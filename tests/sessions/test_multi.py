@@ -9,7 +9,7 @@ import pytest
 
 from botstate import MemoryStorage
 from botstate.errors import ConfigError
-from botstate.sessions import MultiSessions, Sessions, UpdateInfo, user_key
+from botstate.sessions import MultiSessions, NoSessionError, SessionError, Sessions, UpdateInfo, user_key
 from botstate.wrappers import namespace
 from wrappers.wrapper_backends import Minimal
 
@@ -139,6 +139,28 @@ async def test_load_takes_lazy_parts_in_declaration_order() -> None:
 
 
 # -- the I/O rules, part by part -------------------------------------------------------------------
+
+
+async def test_load_without_names_skips_parts_this_update_has_no_key_for() -> None:
+    # A channel post: no user, so no per-user settings; the lazy per-chat cart still loads.
+    storage: MemoryStorage[Any] = MemoryStorage()
+    multi = build(storage, storage, lazy_cart=True)
+    async with multi.open(UpdateInfo(bot_id=1, chat_id=-100)) as sessions:
+        await sessions.load()
+        assert sessions.cart.data == []
+        assert sessions.settings.key is None
+        with pytest.raises(NoSessionError):
+            await sessions.load("settings")  # named explicitly: that part has no session
+
+
+async def test_entering_a_multi_session_twice_leaves_it_open() -> None:
+    storage: MemoryStorage[Any] = MemoryStorage()
+    opened = build(storage, storage).open(UPDATE)
+    async with opened as sessions:
+        with pytest.raises(SessionError, match="only once"):
+            await opened.__aenter__()
+        sessions.cart.data.append("still open")  # not closed by the refused second entry
+    assert await storage.get("cart:1:chat:42") == ["still open"]
 
 
 async def test_replacing_a_parts_whole_value_is_written(counting: Any) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -25,6 +24,7 @@ from .._locks import KeyedLocks
 from ..contract import Lock, Storage, is_locking_storage
 from ..errors import ConfigError, LockError, StorageError
 from ..storages._lease import check_timeout, lease_ms
+from ..wrappers._base import shared_locks
 
 __all__ = ["Guard", "Isolation", "IsolationMode", "LeaseGuard", "LocalIsolation", "make_isolation"]
 
@@ -48,22 +48,6 @@ class _NoIsolation:
 
     def guard(self, key: str) -> None:
         return None
-
-
-_TABLES: weakref.WeakKeyDictionary[Any, KeyedLocks] = weakref.WeakKeyDictionary()
-
-
-def shared_locks(storage: object) -> KeyedLocks:
-    """The in-process lock table of every ``Sessions`` on ``storage``.
-
-    Two ``Sessions`` objects on one storage (one per handler module, say) may well store under the
-    same keys; with a table each, their updates for one chat would run at once and lose each
-    other's changes. A storage that cannot be weakly referenced gets a table of its own.
-    """
-    try:
-        return _TABLES.setdefault(storage, KeyedLocks())
-    except TypeError:
-        return KeyedLocks()
 
 
 class LocalIsolation:

@@ -50,11 +50,20 @@ class UpdateInfo:
     business_connection_id: Id | None = None
 
 
+def _id(value: Id) -> str:
+    """An id as one part of a key: an int as it is; a str with ``\\`` and ``:`` escaped, so that no
+    id (a business connection's, say) can pass for several parts and make two keys meet."""
+    text = str(value)
+    if type(value) is not int and (":" in text or "\\" in text):
+        return text.replace("\\", "\\\\").replace(":", "\\:")
+    return text
+
+
 def _scope(update: UpdateInfo) -> str:
     """The key prefix that keeps bots and business connections apart."""
-    scope = "" if update.bot_id is None else f"{update.bot_id}:"
+    scope = "" if update.bot_id is None else f"{_id(update.bot_id)}:"
     if update.business_connection_id is not None:
-        scope += f"biz:{update.business_connection_id}:"
+        scope += f"biz:{_id(update.business_connection_id)}:"
     return scope
 
 
@@ -62,28 +71,28 @@ def chat_key(update: UpdateInfo) -> str | None:
     """One session per chat (the default): everyone in a group shares it."""
     if update.chat_id is None:
         return None
-    return f"{_scope(update)}chat:{update.chat_id}"
+    return f"{_scope(update)}chat:{_id(update.chat_id)}"
 
 
 def user_key(update: UpdateInfo) -> str | None:
     """One session per user, following them across chats (settings, language)."""
     if update.user_id is None:
         return None
-    return f"{_scope(update)}user:{update.user_id}"
+    return f"{_scope(update)}user:{_id(update.user_id)}"
 
 
 def user_in_chat_key(update: UpdateInfo) -> str | None:
     """One session per user in each chat (a form a member fills in inside a group)."""
     if update.chat_id is None or update.user_id is None:
         return None
-    return f"{_scope(update)}chat:{update.chat_id}:user:{update.user_id}"
+    return f"{_scope(update)}chat:{_id(update.chat_id)}:user:{_id(update.user_id)}"
 
 
 def topic_key(update: UpdateInfo) -> str | None:
     """One session per forum topic. ``None`` outside topics: combine with ``or chat_key(update)``."""
     if update.chat_id is None or update.thread_id is None:
         return None
-    return f"{_scope(update)}chat:{update.chat_id}:topic:{update.thread_id}"
+    return f"{_scope(update)}chat:{_id(update.chat_id)}:topic:{_id(update.thread_id)}"
 
 
 BUILT_IN_KEYS: frozenset[KeyFunction] = frozenset({chat_key, user_key, user_in_chat_key, topic_key})

@@ -20,9 +20,8 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ConfigError
-from ..wrappers import Namespace
-from ..wrappers._base import StorageWrapper
-from .session import _RESOLVE, Session, Sessions
+from ..wrappers._base import underlying
+from .session import _NEW, _RESOLVE, Session, SessionError, Sessions
 
 __all__ = ["MultiSession", "MultiSessions"]
 
@@ -44,13 +43,8 @@ def _where(part: Sessions[Any]) -> tuple[int, str, Any]:
     name: ``user_key`` and ``chat_key`` never give the same key. Key functions that do agree for
     an update are caught when it opens (``MultiSession._refuse_shared_keys``).
     """
-    storage: Any = part.storage
-    prefix = part.prefix
-    while isinstance(storage, StorageWrapper):
-        if isinstance(storage, Namespace):
-            prefix = storage.prefix + prefix
-        storage = storage.wrapped
-    return id(storage), prefix, part.key
+    storage, prefix = underlying(part.storage)
+    return id(storage), prefix + part.prefix, part.key
 
 
 class MultiSessions:
@@ -109,18 +103,23 @@ class MultiSession:
         return iter(self._sessions)
 
     async def load(self, *names: str) -> None:
-        """Load lazy parts (all of them by default) in declaration order, whatever order ``names``
-        come in: every update then takes their locks in one order, so two never wait for each other.
+        """Load lazy parts in declaration order, whatever order ``names`` come in: every update then
+        takes their locks in one order, so two never wait for each other.
+
+        Without names, every lazy part this update has (a part whose key function returned None,
+        a channel post's per-user part say, is skipped); a part named explicitly must exist.
         """
         unknown = [name for name in names if name not in self._sessions]
         if unknown:
             raise KeyError(f"no session parts named {unknown}; parts: {list(self._sessions)}")
         for name, session in self._sessions.items():
-            if not names or name in names:
+            if name in names or (not names and session.key is not None):
                 await session.load()
 
     async def __aenter__(self) -> MultiSession:
         sessions = list(self._sessions.values())
+        if any(session._state != _NEW for session in sessions):  # before closing anything below
+            raise SessionError("a multi-session can be entered only once; call open() again")
         eager: list[tuple[Session[Any], str]] = []
         try:
             for session in sessions:

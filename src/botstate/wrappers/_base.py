@@ -6,6 +6,8 @@
   that could only fail.
 - :func:`retry_cas` runs an optimistic read-compare-and-set attempt until it lands, with jittered
   backoff and a bound, so contended updates neither spin nor loop forever.
+- :func:`shared_locks` gives every consumer of the same entries (sessions, FSM contexts, file-id
+  caches, through any views) one in-process lock table, whichever wrapper objects they were given.
 """
 
 from __future__ import annotations
@@ -13,15 +15,27 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from functools import cache
 from types import TracebackType
 from typing import Any, ClassVar, Literal, NoReturn, Self, TypeAlias, TypeVar
 
-from ..contract import Storage
+from .._locks import KeyedLocks
+from ..contract import Storage, is_locking_storage
 from ..errors import StorageError
 
-__all__ = ["RETRY", "Retry", "StorageWrapper", "backend_name", "retry_cas"]
+__all__ = [
+    "RETRY",
+    "Retry",
+    "StorageWrapper",
+    "backend_name",
+    "key_lock",
+    "retry_cas",
+    "shared_locks",
+    "underlying",
+]
 
 V = TypeVar("V")
 R = TypeVar("R")
@@ -112,6 +126,11 @@ class StorageWrapper(Storage[V]):
         """The storage underneath."""
         return self._inner
 
+    @property
+    def _key_prefix(self) -> str:
+        """What this wrapper puts before a key in the storage underneath (a namespace's prefix)."""
+        return ""
+
     async def start(self) -> None:
         """Start the wrapped storage (a wrapper owns nothing else)."""
         start = getattr(self._inner, "start", None)
@@ -135,3 +154,43 @@ class StorageWrapper(Storage[V]):
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def underlying(storage: object) -> tuple[object, str]:
+    """The storage under every wrapper of ``storage``, and the prefix its keys get there: views
+    giving the same answer hold the same entries."""
+    prefix = ""
+    while isinstance(storage, StorageWrapper):
+        prefix = storage._key_prefix + prefix
+        storage = storage.wrapped
+    return storage, prefix
+
+
+_TABLES: weakref.WeakKeyDictionary[object, dict[str, KeyedLocks]] = weakref.WeakKeyDictionary()
+_TABLES_BY_ID: dict[int, dict[str, KeyedLocks]] = {}  # storages that cannot be weakly referenced
+
+
+def shared_locks(storage: object) -> KeyedLocks:
+    """The in-process lock table of the entries ``storage`` holds (keys as ``storage`` names them).
+
+    Sessions, FSM contexts and file-id caches often get a wrapper of their own for each call
+    (``namespace(storage, "fsm:")``); a table per wrapper object would let two updates for one chat
+    run at once and lose a change. So the table belongs to the storage underneath and the prefix,
+    and each table only ever holds keys in use.
+    """
+    root, prefix = underlying(storage)
+    try:
+        tables = _TABLES.setdefault(root, {})
+    except TypeError:
+        tables = _TABLES_BY_ID.setdefault(id(root), {})
+    table = tables.get(prefix)
+    if table is None:
+        table = tables[prefix] = KeyedLocks()
+    return table
+
+
+def key_lock(storage: object, key: str, *, lease: float = 30.0) -> AbstractAsyncContextManager[object]:
+    """A lock on ``key``: the storage's own (across processes) when it has one, else in-process."""
+    if is_locking_storage(storage):
+        return storage.lock(key, lease=lease)
+    return shared_locks(storage).hold(key)

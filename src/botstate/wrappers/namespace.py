@@ -52,6 +52,10 @@ class Namespace(StorageWrapper[V]):
         self._any = cast("_Full[V]", storage)  # for the methods ``_needs`` guarantees it has
 
     @property
+    def _key_prefix(self) -> str:
+        return self.prefix
+
+    @property
     def default_ttl_ms(self) -> int | None:
         """The wrapped storage's default TTL: a view writes with it."""
         default = getattr(self._inner, "default_ttl_ms", None)
