@@ -99,6 +99,25 @@ def test_a_bad_keyword_option_is_a_config_error_too() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "memory://?codec=json",
+        "lru://?max=3&codec=bytes",
+        "sqlite:///bot.db?codec=json",
+        "file:///tmp/botstate-never-made?codec=pickle",
+        "redis://127.0.0.1:6379/0?codec=json",
+        "postgresql://127.0.0.1/test?codec=json",
+        "sqlalchemy+sqlite:///bot.db?codec=json",
+    ],
+)
+def test_a_codec_in_a_url_is_a_config_error_saying_how_to_give_one(url: str) -> None:
+    # It would reach the backend as the text "json" (memory, SQLite: an AttributeError on first
+    # use) or the database driver as a setting it does not know.
+    with pytest.raises(ConfigError, match=r"not a URL option: pass open_storage\(url, codec=...\)"):
+        open_storage(url)
+
+
+@pytest.mark.parametrize(
     "url", ["memory://somehost/path", "memory://somehost", "lru://x/?max=3", "lru:///db"]
 )
 def test_in_process_schemes_refuse_a_host_or_path(url: str) -> None:

@@ -72,6 +72,10 @@ def open_storage(url: str, **options: Any) -> Any:
     if not isinstance(url, str) or "://" not in url:
         shown = redacted(url) if isinstance(url, str) else url
         raise ConfigError(f"not a storage URL: {shown!r} (expected scheme://..., one of {known_schemes()})")
+    if any(name == "codec" for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)):
+        raise ConfigError(
+            f"{redacted(url)!r}: a codec is an object, not a URL option: pass open_storage(url, codec=...)"
+        )
     scheme = url.split("://", 1)[0].lower()
     if scheme.startswith("sqlalchemy+"):  # sqlalchemy+mysql+asyncmy:// names a driver as well
         scheme = "+".join(scheme.split("+")[:2])

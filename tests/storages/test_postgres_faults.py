@@ -188,3 +188,22 @@ async def test_a_stopped_server_is_unavailable_and_a_restart_recovers(
     assert await storage.get("k") == "before"
     await storage.set("k", "after")
     assert await storage.get("k") == "after"
+
+
+async def test_a_server_down_on_first_use_is_unavailable_naming_each_key(
+    server: PgServer, unique: str
+) -> None:
+    server.stop()
+    try:
+        storage: PostgresStorage = PostgresStorage(server.dsn, table=unique, connect_timeout=5)
+        keys = ["a", "b", "c"]  # opening on first use is shared: each call still names its own key
+        results = await asyncio.wait_for(
+            asyncio.gather(*(storage.get(key) for key in keys), return_exceptions=True), 15
+        )
+        assert [type(result) for result in results] == [StorageUnavailable] * 3
+        assert [result.key for result in results if isinstance(result, StorageUnavailable)] == keys
+        with pytest.raises(StorageUnavailable) as info:
+            await asyncio.wait_for(storage.increment("n"), 15)
+        assert info.value.key == "n"
+    finally:
+        server.start()

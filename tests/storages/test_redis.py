@@ -236,6 +236,33 @@ async def test_open_storage_urls(redis_url: str, unique: str, lock_prefix: str) 
         RedisStorage("http://localhost")
 
 
+async def test_a_lone_surrogate_key_is_a_value_error_naming_it(storage: RedisStorage[Any]) -> None:
+    bad = "chat:\ud800"
+    await storage.set("fine", 0)
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "get": lambda: storage.get(bad),
+        "set": lambda: storage.set(bad, 1),
+        "has": lambda: storage.has(bad),
+        "delete": lambda: storage.delete(bad),
+        "touch": lambda: storage.touch(bad, 10),
+        "increment": lambda: storage.increment(bad),
+        "compare_and_set": lambda: storage.compare_and_set(bad, 1, expected=None),
+        "get_many": lambda: storage.get_many(["fine", bad]),
+        "set_many": lambda: storage.set_many({"a": 1, bad: 2}),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"not valid text: .* at position 5") as info:
+            await call()
+        assert repr(bad) in str(info.value), name
+        assert "backend=redis" in str(info.value), name
+    with pytest.raises(ValueError, match="backend=redis"):
+        storage.lock(bad, lease=5)
+    with pytest.raises(ValueError, match="pattern is not valid text"):
+        [key async for key in storage.keys(bad + "*")]
+    assert await storage.get("a") is None  # set_many wrote nothing
+    assert await storage.get("fine") == 0
+
+
 @pytest.mark.parametrize("query", ["prefx=x:", "socket_keepalive=true&sockettimeout=2"])
 def test_a_misspelt_url_option_is_refused_at_once(query: str) -> None:
     # redis-py itself would only fail when connecting, with a TypeError about its own classes.

@@ -46,6 +46,16 @@ def same_value(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def not_text(key: str | None, exc: UnicodeEncodeError, backend: str, why: str) -> ValueError:
+    """The error for a key (or pattern) that is not valid text: a lone surrogate (``"\\ud800"``)
+    cannot become the UTF-8 ``why`` says the backend needs."""
+    what = "a key or pattern" if key is None else f"key {key!r}"
+    return ValueError(
+        f"{what} is not valid text: {exc.reason} at position {exc.start}, and {why} "
+        f"(backend={backend}, key={key!r})"
+    )
+
+
 def bad_key(key: object) -> NoReturn:
     """Explain why ``key`` was refused. Backends test ``type(key) is str``, the fastest check."""
     if not isinstance(key, str):
@@ -109,6 +119,9 @@ def check_counter(total: int, key: str, backend: str) -> int:
 def add_to_counter(storage: BaseStorage[Any], key: str, data: bytes, amount: int) -> int:
     """The stored counter ``data`` plus ``amount``, within signed 64 bits."""
     return check_counter(parse_counter(storage, key, data) + amount, key, storage.backend)
+
+
+_NOT_IN_URLS = frozenset({"codec"})
 
 
 class BaseStorage(Storage[V]):
@@ -244,7 +257,7 @@ class BaseStorage(Storage[V]):
     @classmethod
     def _url_options(cls, url: str, options: dict[str, Any]) -> dict[str, Any]:
         params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY]
-        allowed = {p.name for p in params}
+        allowed = {p.name for p in params} - _NOT_IN_URLS  # objects, not text: keyword options only
         # Options annotated as text (``table: str``, ``prefix: str``) keep their value as written.
         text = {p.name for p in params if str(p.annotation).split(" |")[0] in ("str", "<class 'str'>")}
         return {**parse_query(url, allowed, text), **options}

@@ -353,8 +353,11 @@ class PostgresStorage(ScanningStorage[V]):
         return self._pool
 
     def _failed(self, exc: BaseException, key: str | None) -> StorageError:
-        """The botstate error for a client exception; botstate's own errors pass unchanged."""
+        """The botstate error for a client exception; botstate's own errors pass unchanged, but
+        for naming ``key`` when they were raised without one (opening the pool on first use)."""
         if isinstance(exc, StorageError):
+            if exc.key is None and key is not None:
+                return type(exc)(exc.message, key=key, backend=exc.backend)
             return exc
         if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, ValueError):  # ValueError: bad arguments
             return self._unavailable(exc, key)

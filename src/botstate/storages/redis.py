@@ -43,7 +43,7 @@ from ..codecs import Codec
 from ..errors import ConfigError, StorageError, WrongTypeError
 from ..urls import redacted
 from . import _redis_scripts as scripts
-from ._base import BaseStorage, V, bad_key, parse_counter
+from ._base import BaseStorage, V, bad_key, not_text, parse_counter
 from ._lease import BUSY, Busy, LeaseLock
 from ._redis_lane import Command, Lane
 
@@ -313,12 +313,22 @@ class RedisStorage(BaseStorage[V]):
         if type(key) is not str or not key:
             bad_key(key)
         full = self.prefix + key
+        if not full.isascii():
+            self._check_text(key, key)
         if self._hide_locks and full.startswith(self.lock_prefix):
             raise ConfigError(
                 f"key {key!r} is reserved: with prefix {self.prefix!r} it falls under "
                 f"lock_prefix {self.lock_prefix!r} (backend={self.backend}); use another key or prefix"
             )
         return full
+
+    def _check_text(self, text: str, key: str | None) -> None:
+        """Refuse a key or pattern that cannot be sent (a lone surrogate); callers check only the
+        rare ones that are not ASCII."""
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise not_text(key, exc, self.backend, "Redis keys are sent as UTF-8") from None
 
     def _is_lock_key(self, full: bytes | str) -> bool:
         if isinstance(full, bytes):
@@ -480,6 +490,8 @@ class RedisStorage(BaseStorage[V]):
     async def _scan(self, pattern: str) -> AsyncIterator[list[tuple[str, bytes | str]]]:
         """Pages of ``(key, full key)`` under this prefix matching ``pattern``, every page of
         every primary. A key is re-checked here since the server only narrows the search."""
+        if not pattern.isascii():
+            self._check_text(pattern, None)
         if is_literal(pattern):
             key = literal_prefix(pattern)
             if key and not self._is_lock_key(self.prefix + key) and await self.has(key):
@@ -614,6 +626,8 @@ class RedisStorage(BaseStorage[V]):
         # One hash tag for both keys (same cluster slot); "@" keeps the tag non-empty, since an
         # empty tag ("{}") would make Redis hash each whole key on its own.
         lock = f"{self.lock_prefix}{{@{self.prefix}{key}}}"
+        if not lock.isascii():
+            self._check_text(key, key)
         return [lock, lock + ":token"]
 
 

@@ -30,7 +30,7 @@ from .._ttl import TTL, now_ms, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError, StorageUnavailable
 from ..urls import url_path
-from ._base import ScanningStorage, V, add_to_counter, bad_key
+from ._base import ScanningStorage, V, add_to_counter, bad_key, not_text
 from ._lease import Busy, LeaseLock
 from ._sqlite_schema import Sql, check_schema, create_schema_sql, validate_table
 from ._sqlite_writer import Checkpointer, GroupCommit, Op, backoff, is_busy
@@ -321,15 +321,8 @@ class SQLiteStorage(ScanningStorage[V]):
             raise self._not_text(key or exc.object, exc) from exc
 
     def _not_text(self, key: str | None, exc: UnicodeEncodeError) -> ValueError:
-        """SQLite stores text as UTF-8, which a lone surrogate (``"\\ud800"``) is not.
-
-        Raised where sqlite3 fails to bind the key, so valid keys pay for no check.
-        """
-        what = "a key or pattern" if key is None else f"key {key!r}"
-        return ValueError(
-            f"{what} is not valid text: {exc.reason} at position {exc.start}, and SQLite stores "
-            f"text as UTF-8 (backend={self.backend}, key={key!r})"
-        )
+        # Raised where sqlite3 fails to bind the key, so valid keys pay for no check.
+        return not_text(key, exc, self.backend, "SQLite stores text as UTF-8")
 
     @staticmethod
     def _op_execute(cur: sqlite3.Cursor, now: int, sql: str, params: tuple[Any, ...]) -> None:
