@@ -24,6 +24,10 @@ class Number(int):
     pass
 
 
+class NotANumber(enum.Enum):
+    VALUE = math.nan
+
+
 class Color(enum.Enum):
     RED = "red"
 
@@ -103,6 +107,7 @@ def test_json_stores_tuples_as_lists_and_enums_and_uuids_as_their_value() -> Non
         math.nan,
         math.inf,
         {"list": [1.0, -math.inf]},
+        {"enum": NotANumber.VALUE},
         2**64,
         -(2**63) - 1,
         Text("a str subclass"),

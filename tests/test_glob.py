@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from botstate._glob import compile_glob, escape, is_literal, literal_prefix, prefix_upper_bound, to_like
@@ -149,3 +151,10 @@ def test_to_like_with_another_escape_character() -> None:
 def test_to_like_refuses_character_sets() -> None:
     with pytest.raises(ValueError):
         to_like("user:[12]")
+
+
+@pytest.mark.parametrize("pattern", [5, b"user:*", None])
+def test_a_pattern_that_is_not_str_is_a_type_error_saying_so(pattern: Any) -> None:
+    for read in (compile_glob, is_literal, literal_prefix):
+        with pytest.raises(TypeError, match="pattern must be str"):
+            read(pattern)

@@ -62,6 +62,8 @@ def _set_regex(items: list[str], negate: bool) -> str:
 
 def _tokens(pattern: str) -> list[tuple[str, str]]:
     """Split a pattern into ``(kind, text)``: ``lit`` characters, ``any``, ``one`` and ``set`` regexes."""
+    if type(pattern) is not str:  # every backend's iteration reads its pattern through here
+        raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
     out: list[tuple[str, str]] = []
     i, n = 0, len(pattern)
     while i < n:

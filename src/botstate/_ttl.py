@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import timedelta
 from typing import TypeAlias
@@ -25,7 +26,7 @@ def ttl_to_ms(ttl: TTL | None, default_ms: int | None = None) -> int | None:
     if isinstance(ttl, timedelta):
         seconds = ttl.total_seconds()
     elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
+        seconds = float(ttl) if not isinstance(ttl, int) or ttl <= MAX_TTL_SECONDS else math.inf
     else:
         raise TypeError(f"ttl must be seconds (int or float) or a timedelta, not {type(ttl).__name__}")
     if not seconds > 0:  # also rejects NaN

@@ -8,6 +8,7 @@ after ``set`` or ``get`` can never change what is stored.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import pickle
 from collections.abc import Callable
@@ -48,6 +49,8 @@ def _reject(obj: Any) -> Any:
 def _has_non_finite(value: Any) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
+    if isinstance(value, enum.Enum):  # stored as its value
+        return _has_non_finite(value.value)
     if isinstance(value, dict):
         return any(_has_non_finite(v) for v in value.values())
     if isinstance(value, (list, tuple)):

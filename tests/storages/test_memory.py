@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,19 @@ async def test_expired_entries_free_their_memory_on_access() -> None:
     assert len(storage) == 1
     assert await storage.get("k") is None
     assert len(storage) == 0
+
+
+@pytest.mark.parametrize(
+    ("lease", "timeout"), [(-1, None), (math.nan, None), ("5", None), (5, -5), (5, math.nan)]
+)
+def test_lock_settings_are_checked_as_on_every_backend(lease: Any, timeout: Any) -> None:
+    with pytest.raises(ValueError, match=r"lease|timeout"):
+        MemoryStorage().lock("k", lease=lease, timeout=timeout)
+
+
+async def test_a_pattern_that_is_not_str_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="pattern must be str"):
+        [key async for key in MemoryStorage().keys(5)]  # type: ignore[arg-type]
 
 
 async def test_per_key_lock_table_is_pruned() -> None:

@@ -422,6 +422,49 @@ async def test_lock_timeout_zero_tries_once(tmp_path: Path) -> None:
             assert again.token > held.token
 
 
+async def test_a_counter_too_long_for_64_bits_is_a_wrong_type_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStorage(path) as storage:
+        await storage.set("n", 1)
+        conn = sqlite3.connect(path)  # written by another tool
+        conn.execute("UPDATE botstate SET value = ? WHERE key = 'n'", (b"9" * 5000,))
+        conn.commit()
+        conn.close()
+        with pytest.raises(WrongTypeError) as info:
+            await storage.increment("n")
+        assert info.value.key == "n"
+
+
+async def test_starts_arriving_together_open_the_file_once(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("PRAGMA journal_mode=WAL")
+    blocker.execute("BEGIN IMMEDIATE")  # creating the table has to wait: the callers overlap
+
+    async def release() -> None:
+        await asyncio.sleep(0.2)
+        blocker.execute("ROLLBACK")
+
+    storage: SQLiteStorage[Any] = SQLiteStorage(path, busy_timeout=5)
+    await asyncio.gather(storage.start(), storage.start(), storage.get("k"), release())
+    await storage.stop()
+    blocker.close()
+    # stop() closed every connection it opened: none is left holding the WAL file open.
+    other = sqlite3.connect(path)
+    assert other.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    other.close()
+
+
+async def test_health_is_false_once_the_file_was_deleted_under_it(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStorage(path) as storage:
+        await storage.set("k", 1)
+        assert await storage.health() is True
+        for name in ("db", "db-wal", "db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        assert await storage.health() is False  # its writes would go nowhere anyone can read
+
+
 async def test_busy_file_does_not_block_the_loop_and_ends_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "db"
     async with SQLiteStorage(path, busy_timeout=0.3) as storage:

@@ -89,9 +89,11 @@ def _stores_ints_as_json(codec: Codec[Any]) -> bool:
 
 def parse_counter(storage: BaseStorage[Any], key: str, data: bytes) -> int:
     """Read a stored counter: counters are decimal ASCII (the JSON form of an int) on every backend."""
-    if data.isdigit() or (data[:1] == b"-" and data[1:].isdigit()):
-        return int(data)
-    raise WrongTypeError("cannot increment a value that is not an integer", key=key, backend=storage.backend)
+    if len(data) <= 20 and (data.isdigit() or (data[:1] == b"-" and data[1:].isdigit())):
+        return int(data)  # 20 characters hold every 64-bit counter; a longer number is none
+    raise WrongTypeError(
+        "cannot increment a value that is not a 64-bit integer", key=key, backend=storage.backend
+    )
 
 
 _COUNTER_MIN, _COUNTER_MAX = -(2**63), 2**63 - 1

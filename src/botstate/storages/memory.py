@@ -26,6 +26,7 @@ from .._locks import KeyedLocks, LocalLock
 from .._ttl import TTL, monotonic_ms, ttl_to_ms
 from ..codecs import _ORJSON_OPTIONS, Codec, JsonCodec, _has_non_finite, _reject
 from ._base import BaseStorage, V, add_to_counter, bad_key
+from ._lease import check_timeout, lease_ms
 
 __all__ = ["MemoryStorage"]
 
@@ -288,10 +289,12 @@ class MemoryStorage(BaseStorage[V]):
     def lock(
         self, key: str, *, lease: float = 30.0, timeout: float | None = None
     ) -> AbstractAsyncContextManager[LocalLock]:
-        """An in-process lock: memory is never shared between processes."""
+        """An in-process lock: memory is never shared between processes. ``lease`` and ``timeout``
+        are checked as on every backend, so settings that work here work elsewhere."""
         if type(key) is not str or not key:
             bad_key(key)
-        return self._locks.hold(key, timeout=timeout)
+        lease_ms(lease)
+        return self._locks.hold(key, timeout=check_timeout(timeout))
 
     async def health(self) -> bool:
         return True

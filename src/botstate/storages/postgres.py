@@ -558,8 +558,6 @@ class PostgresStorage(ScanningStorage[V]):
         which is exact for ``*`` and a superset for ``?`` and sets (one character is one to four
         bytes): every candidate is re-checked with the exact glob in Python.
         """
-        if not isinstance(pattern, str):
-            raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
         if is_literal(pattern):
             key = literal_prefix(pattern)
             if key:

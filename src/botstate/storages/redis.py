@@ -490,9 +490,10 @@ class RedisStorage(BaseStorage[V]):
     async def _scan(self, pattern: str) -> AsyncIterator[list[tuple[str, bytes | str]]]:
         """Pages of ``(key, full key)`` under this prefix matching ``pattern``, every page of
         every primary. A key is re-checked here since the server only narrows the search."""
+        literal = is_literal(pattern)  # refuses a pattern that is not a str, as on every backend
         if not pattern.isascii():
             self._check_text(pattern, None)
-        if is_literal(pattern):
+        if literal:
             key = literal_prefix(pattern)
             if key and not self._is_lock_key(self.prefix + key) and await self.has(key):
                 yield [(key, self.prefix + key)]

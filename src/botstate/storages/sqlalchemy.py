@@ -427,8 +427,6 @@ class SQLAlchemyStorage(ScanningStorage[V]):
         The literal prefix narrows the query to a byte range of the binary key column (UTF-8
         preserves code point order); the glob itself is matched here, case-sensitively.
         """
-        if type(pattern) is not str:
-            raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
         if is_literal(pattern):
             key = literal_prefix(pattern)
             if key:

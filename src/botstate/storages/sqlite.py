@@ -92,6 +92,14 @@ class SQLiteLock(LeaseLock[int]):
         await self._storage._wait_for_release(seconds)
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 class SQLiteStorage(ScanningStorage[V]):
     """Entries in one table of an SQLite file; several storages and processes may share the file.
 
@@ -133,6 +141,7 @@ class SQLiteStorage(ScanningStorage[V]):
         self._cur: sqlite3.Cursor | None = None
         self._writer: GroupCommit | None = None
         self._checkpointer: Checkpointer | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._open_lock: asyncio.Lock | None = None
         self._released: asyncio.Future[None] | None = None
@@ -156,6 +165,14 @@ class SQLiteStorage(ScanningStorage[V]):
         return error
 
     async def _open(self) -> None:
+        """Open the file once, however many callers (``start()``, first uses) arrive together:
+        opening awaits (a busy file is retried), so a second caller must wait for the first."""
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            await self._open_file()
+
+    async def _open_file(self) -> None:
         if self._conn is not None:
             return
         if self.path != ":memory:" and not Path(self.path).parent.is_dir():
@@ -178,6 +195,7 @@ class SQLiteStorage(ScanningStorage[V]):
         if self.path == ":memory:":
             self._writer = GroupCommit(conn, busy_timeout=self.busy_timeout, wrap=self._wrap)
         else:
+            self._file = _identity(self.path)
             checkpointer = self._checkpointer = Checkpointer(self.path)
             self._writer = GroupCommit(
                 conn, busy_timeout=self.busy_timeout, wrap=self._wrap, committed=checkpointer.poke
@@ -243,11 +261,8 @@ class SQLiteStorage(ScanningStorage[V]):
 
         The sweeper starts here too: ``sweep_interval`` must not depend on calling ``start()``.
         """
-        if self._open_lock is None:
-            self._open_lock = asyncio.Lock()
         opening = self._writer is None
-        async with self._open_lock:
-            await self._open()
+        await self._open()
         if opening:  # not on every call: a call during stop() must not start one that outlives it
             self._start_sweeper()
         assert self._cur is not None
@@ -259,7 +274,7 @@ class SQLiteStorage(ScanningStorage[V]):
         if writer is not None:
             await writer.drain()
             writer.close()
-        self._writer = self._cur = self._conn = self._checkpointer = self._finalizer = None
+        self._writer = self._cur = self._conn = self._checkpointer = self._finalizer = self._file = None
         self._open_lock = None
         if finalizer is not None:
             finalizer.detach()
@@ -493,8 +508,6 @@ class SQLiteStorage(ScanningStorage[V]):
         The glob's literal prefix becomes an index range (case-sensitive, nothing to escape),
         and the compiled glob filters the rest: ``LIKE`` is never used.
         """
-        if not isinstance(pattern, str):
-            raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
         if is_literal(pattern):
             key = literal_prefix(pattern)
             row = await self._row(key) if key else None
@@ -624,4 +637,6 @@ class SQLiteStorage(ScanningStorage[V]):
             await self._query("SELECT 1", (), None)
         except Exception:  # a probe answers, it does not raise (ConfigError: a missing directory)
             return False
-        return True
+        # A file deleted or replaced under an open connection still takes writes, into an inode
+        # nobody will open again: they would be lost at close, so the storage is not healthy.
+        return self._file is None or _identity(self.path) == self._file
