@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -57,17 +58,27 @@ def test_demo_state_survives_a_second_run(tmp_path: Path) -> None:
     assert "no earlier run found" in reset.stdout
 
 
+def new_chats_stored(path: Path) -> bool:
+    """Whether the demo's file holds a chat above the fifth (read as another process would)."""
+    conn = sqlite3.connect(path, timeout=5)
+    try:
+        keys = conn.execute("SELECT key FROM botstate WHERE key LIKE 'demo-chat:%'").fetchall()
+    finally:
+        conn.close()
+    return any(int(key.rsplit(":", 1)[1]) > 5 for (key,) in keys)
+
+
 def test_a_run_interrupted_with_more_chats_leaves_later_runs_checking_right(tmp_path: Path) -> None:
     small = ["--updates", "200", "--chats", "5", "--seed", "3"]
     assert demo(tmp_path, *small).returncode == 0
-    # A run over 50 chats, interrupted (Ctrl-C) while it simulates.
-    command = [sys.executable, "-m", "botstate.cli", "demo", "--updates", "2000000", "--chats", "50"]
-    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) as big:
-        assert big.stdout is not None
-        for line in big.stdout:  # bounded: the run prints a few lines, then simulates for long
-            if line.startswith("simulating"):
-                break
-        time.sleep(1)  # chats beyond the first five have been written by now
+    # A run over 50 chats, interrupted (Ctrl-C) once it has written chats the earlier run had not.
+    command = [sys.executable, "-m", "botstate.cli", "demo", "--updates", "200000", "--chats", "50"]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL) as big:
+        deadline = time.monotonic() + 60
+        while not new_chats_stored(tmp_path / "botstate-demo.db"):
+            assert big.poll() is None, "the run ended before it was interrupted"
+            assert time.monotonic() < deadline, "no chat beyond the fifth was stored"
+            time.sleep(0.05)
         big.send_signal(signal.SIGINT)
         assert big.wait(timeout=60) == 130
     # Later runs, over fewer chats and then all of them, find what complete runs acknowledged.

@@ -56,7 +56,7 @@ class KeyedLocks:
     in sessions/session.py): a change of this layout changes them too.
     """
 
-    __slots__ = ("_held", "_tokens", "backend")
+    __slots__ = ("__weakref__", "_held", "_tokens", "backend")
 
     def __init__(self, backend: str = "local") -> None:
         self._held: dict[str, deque[asyncio.Future[None]] | None] = {}

@@ -20,7 +20,6 @@ DEFAULT_PATH = "botstate-demo.db"
 
 def _sqlite_url(path: str) -> str:
     """The URL of the SQLite file ``path``, quoted: a ``%`` or ``?`` in a file name is a name."""
-    path = path if os.path.isabs(path) else path.lstrip("/")
     return f"sqlite:///{quote(path)}"
 
 

@@ -7,7 +7,8 @@ where a window starts and ``reset_after`` needs no extra read.
 
 Memory stays bounded without setup. A key's windows take turns in two slots, ``f"{key}:0"`` and
 ``f"{key}:1"``: a counter lives until half a period after its window ends and its slot comes back
-half a period after that, so ``increment`` starts it from 0, and an active key never holds more
+half a period after that, so ``increment`` starts it from 0 (unless a hit's increment arrived over
+half a period late and made a fresh counter then), and an active key never holds more
 than two entries, even on backends that only hide expired entries until a sweep. The half period
 is for increments that arrive late (a slow round trip, a storage's clock a little ahead): one sent
 just before its window ended still lands on that window's counter, and is counted and denied
@@ -45,7 +46,7 @@ _DEFAULT_SWEEP: Any = object()
 """``sweep_every`` not given: sweep every ``max(period, 60 s)``."""
 
 
-def _seconds(name: str, value: TTL | None) -> int | None:
+def _milliseconds(name: str, value: TTL | None) -> int | None:
     """``value`` in milliseconds (``None`` stays ``None``); a bad one is refused under ``name``."""
     try:
         return ttl_to_ms(value)
@@ -98,7 +99,7 @@ class RateLimiter:
             raise TypeError(f"RateLimiter needs a storage with atomic increment, not {storage!r}")
         if type(limit) is not int or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
-        period_ms = _seconds("period", period)
+        period_ms = _milliseconds("period", period)
         if period_ms is None:
             raise ValueError("period is required")
         self._storage: AtomicStorage[Any] = storage
@@ -107,7 +108,7 @@ class RateLimiter:
         sweep = getattr(storage, "sweep", None)
         if sweep_every is _DEFAULT_SWEEP:
             sweep_every = max(period_ms, 60_000) / 1000
-        self._sweep_every = _seconds("sweep_every", sweep_every)
+        self._sweep_every = _milliseconds("sweep_every", sweep_every)
         self._sweep = sweep if callable(sweep) and self._sweep_every is not None else None
         self._next_sweep = time.monotonic_ns() // 1_000_000 + (self._sweep_every or 0)
 

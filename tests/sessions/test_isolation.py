@@ -98,18 +98,17 @@ class LostLease:
 class SlowRenewal:
     """A lock whose renewal is a slow round trip, with some clean-up when it is cancelled."""
 
-    def __init__(self, token: int, renewing: asyncio.Event, cleaning: asyncio.Event) -> None:
+    def __init__(self, token: int, storage: SlowRenewals) -> None:
         self.token = token
-        self.renewing = renewing
-        self.cleaning = cleaning
+        self.storage = storage
 
     async def extend(self, lease: float | None = None) -> None:
-        self.renewing.set()
+        self.storage.renewing.set()
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
-            self.cleaning.set()
-            await asyncio.sleep(0.05)  # a client closing its connection, say
+            self.storage.cleaning.set()
+            await self.storage.cleaned.wait()  # a client closing its connection, say
             raise
 
 
@@ -142,9 +141,10 @@ class SlowRenewals(CustomLocks):
         super().__init__()
         self.renewing = asyncio.Event()
         self.cleaning = asyncio.Event()
+        self.cleaned = asyncio.Event()
 
     def make_lock(self, token: int, key: str) -> Any:
-        return SlowRenewal(token, self.renewing, self.cleaning)
+        return SlowRenewal(token, self)
 
 
 async def test_a_session_whose_lock_was_lost_writes_nothing() -> None:
@@ -177,7 +177,9 @@ async def test_a_task_cancelled_while_its_session_lets_go_of_the_lock_is_cancell
 
     task = asyncio.create_task(handler())
     await asyncio.wait_for(storage.cleaning.wait(), 5)  # closing cancelled the renewal
-    task.cancel()
+    task.cancel()  # while closing waits for the renewal's clean-up
+    await asyncio.sleep(0)
+    storage.cleaned.set()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not went_on

@@ -56,7 +56,6 @@ def test_business_connections_are_a_separate_space() -> None:
             UpdateInfo(bot_id=1, business_connection_id="x:chat:5", user_id=7),
             UpdateInfo(bot_id=1, business_connection_id="x", chat_id=5, user_id=7),
         ),
-        (UpdateInfo(bot_id=1, chat_id="a\\:b"), UpdateInfo(bot_id=1, chat_id="a\\", user_id="b")),
     ],
 )
 def test_str_ids_holding_separators_never_make_two_keys_meet(update: UpdateInfo, other: UpdateInfo) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
+import types
 from typing import Any
 
 import pytest
@@ -103,6 +105,21 @@ async def test_what_no_built_in_key_function_understands_is_refused_clearly(upda
         with pytest.raises(TypeError, match=r"takes a session key \(str\), an UpdateInfo or None"):
             async with Sessions(MemoryStorage(), key=key).open(update):
                 pass
+
+
+async def test_key_functions_and_updates_that_are_not_the_built_in_types_still_work() -> None:
+    @dataclasses.dataclass
+    class ByTenant:  # a callable that is not hashable
+        tenant: str
+
+        def __call__(self, update: Any) -> str:
+            return f"{self.tenant}:{update.chat_id}"
+
+    async with Sessions(MemoryStorage(), key=ByTenant("t1")).open(CHAT) as session:
+        assert session.key == "session:t1:42"
+    looks_like_an_update = types.SimpleNamespace(bot_id=1, chat_id=42, business_connection_id=None)
+    async with Sessions(MemoryStorage()).open(looks_like_an_update) as session:
+        assert session.key == KEY
 
 
 async def test_an_empty_session_key_is_refused() -> None:

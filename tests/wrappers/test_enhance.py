@@ -119,6 +119,28 @@ async def test_a_legacy_counter_keeps_its_ttl_underneath_when_incremented(any_st
     assert await counters.increment("hits") == 1
 
 
+class WriteDuringRead(MemoryStorage[Any]):
+    """Lets ``write`` land right after the next read: another task's write, in between."""
+
+    write: Any = None
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        value = await super().get(key, default)
+        write, self.write = self.write, None
+        if write is not None:
+            await write()
+        return value
+
+
+async def test_a_legacy_counter_replaced_while_incremented_is_counted_on_what_replaced_it() -> None:
+    inner = WriteDuringRead()
+    await inner.increment("hits", 5, ttl=60)  # legacy
+    counters = enhance_storage(inner)
+    inner.write = lambda: counters.set("hits", 7)  # an envelope, written after the legacy read
+    assert await counters.increment("hits") == 8
+    assert await counters.get("hits") == 8
+
+
 async def test_a_legacy_counter_incremented_with_a_ttl_takes_that_ttl() -> None:
     inner: MemoryStorage[Any] = MemoryStorage()
     await inner.set("hits", 5)  # permanent, from before the wrapper

@@ -152,10 +152,11 @@ class LeaseGuard:
                 # here, so a cancellation of this task that arrives meanwhile is not mistaken for
                 # it and swallowed; the locks are released below either way.
                 await asyncio.wait((renewal,))
-                error = None if renewal.cancelled() else renewal.exception()
+        finally:
+            if renewal is not None and renewal.done() and not renewal.cancelled():
+                error = renewal.exception()
                 if error is not None:  # failed unexpectedly: the lease still bounds the lock
                     log.error("botstate: renewing the session lock of %r failed", self._key, exc_info=error)
-        finally:
             remote, self._remote = self._remote, None
             try:
                 if remote is not None:

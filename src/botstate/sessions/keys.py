@@ -95,8 +95,8 @@ def topic_key(update: UpdateInfo) -> str | None:
     return f"{_scope(update)}chat:{_id(update.chat_id)}:topic:{_id(update.thread_id)}"
 
 
-BUILT_IN_KEYS: frozenset[KeyFunction] = frozenset({chat_key, user_key, user_in_chat_key, topic_key})
-"""The key functions above: they take an ``UpdateInfo`` and nothing else."""
+BUILT_IN_KEYS: tuple[KeyFunction, ...] = (chat_key, user_key, user_in_chat_key, topic_key)
+"""The key functions above: they read an ``UpdateInfo`` (or anything with its attributes)."""
 
 
 async def session_keys(sessions: Sessions[Any], pattern: str = "*") -> AsyncIterator[str]:

@@ -34,7 +34,7 @@ from ..contract import Storage, is_ttl_storage
 from ..errors import BotstateError, ConfigError, SerializationError
 from ..storages._base import BaseStorage, same_value
 from .isolation import Guard, IsolationMode, LeaseGuard, LocalIsolation, make_isolation
-from .keys import BUILT_IN_KEYS, KeyFunction, UpdateInfo, chat_key
+from .keys import BUILT_IN_KEYS, KeyFunction, chat_key
 
 __all__ = [
     "NoSessionError",
@@ -231,13 +231,16 @@ class Sessions(Generic[T]):
             if not update:
                 raise ValueError("session keys are non-empty str, got ''")
             key: Any = update
-        elif self.key in BUILT_IN_KEYS and not isinstance(update, UpdateInfo):
-            raise TypeError(
-                f"sessions.open() takes a session key (str), an UpdateInfo or None, "
-                f"not {type(update).__name__} (a custom key function takes anything else)"
-            )
         else:
-            key = self.key(update)
+            try:
+                key = self.key(update)
+            except AttributeError:
+                if not any(self.key is built_in for built_in in BUILT_IN_KEYS):
+                    raise
+                raise TypeError(  # a chat id, say, given where an update was expected
+                    f"sessions.open() takes a session key (str), an UpdateInfo or None, "
+                    f"not {type(update).__name__} (a custom key function takes anything else)"
+                ) from None
         if key is not None and type(key) is not str and inspect.isawaitable(key):
             key = await key  # an async key function
         if key is None:

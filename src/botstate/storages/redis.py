@@ -139,6 +139,8 @@ def _unknown_options(client: Redis) -> list[str]:
     chain for as long as each passes ``**kwargs`` on."""
     pool = client.connection_pool
     accepted: set[str] = set()
+    if not isinstance(pool.connection_class, type):  # redis-py's own error, on connecting
+        return []
     for klass in pool.connection_class.__mro__:
         init = vars(klass).get("__init__")
         if init is None:
@@ -313,7 +315,7 @@ class RedisStorage(BaseStorage[V]):
         if type(key) is not str or not key:
             bad_key(key)
         full = self.prefix + key
-        if not full.isascii():
+        if not key.isascii():
             self._check_text(key, key)
         if self._hide_locks and full.startswith(self.lock_prefix):
             raise ConfigError(
@@ -627,7 +629,7 @@ class RedisStorage(BaseStorage[V]):
         # One hash tag for both keys (same cluster slot); "@" keeps the tag non-empty, since an
         # empty tag ("{}") would make Redis hash each whole key on its own.
         lock = f"{self.lock_prefix}{{@{self.prefix}{key}}}"
-        if not lock.isascii():
+        if not key.isascii():
             self._check_text(key, key)
         return [lock, lock + ":token"]
 

@@ -166,8 +166,9 @@ def underlying(storage: object) -> tuple[object, str]:
     return storage, prefix
 
 
-_TABLES: weakref.WeakKeyDictionary[object, dict[str, KeyedLocks]] = weakref.WeakKeyDictionary()
-_TABLES_BY_ID: dict[int, dict[str, KeyedLocks]] = {}  # storages that cannot be weakly referenced
+_Tables = weakref.WeakValueDictionary[str, KeyedLocks]
+_TABLES: weakref.WeakKeyDictionary[object, _Tables] = weakref.WeakKeyDictionary()
+_PINNED: dict[int, tuple[object, _Tables]] = {}  # storages that cannot be weakly referenced
 
 
 def shared_locks(storage: object) -> KeyedLocks:
@@ -175,14 +176,17 @@ def shared_locks(storage: object) -> KeyedLocks:
 
     Sessions, FSM contexts and file-id caches often get a wrapper of their own for each call
     (``namespace(storage, "fsm:")``); a table per wrapper object would let two updates for one chat
-    run at once and lose a change. So the table belongs to the storage underneath and the prefix,
-    and each table only ever holds keys in use.
+    run at once and lose a change. So the table belongs to the storage underneath and the view's
+    prefix. It lives as long as someone uses it (a ``Sessions``, a held or awaited lock): a table
+    nobody refers to holds nothing, so it is dropped and made afresh when needed.
     """
     root, prefix = underlying(storage)
     try:
-        tables = _TABLES.setdefault(root, {})
-    except TypeError:
-        tables = _TABLES_BY_ID.setdefault(id(root), {})
+        tables = _TABLES.get(root)
+        if tables is None:
+            tables = _TABLES[root] = weakref.WeakValueDictionary()
+    except TypeError:  # kept, with the storage itself, so that its id is never another's
+        tables = _PINNED.setdefault(id(root), (root, weakref.WeakValueDictionary()))[1]
     table = tables.get(prefix)
     if table is None:
         table = tables[prefix] = KeyedLocks()

@@ -231,7 +231,10 @@ class EnhancedStorage(StorageWrapper[V]):
             elif not _is_envelope(raw, key, self.backend):
                 exp, inner_ttl = self._expiry(ttl)
                 if exp is None and in_place is not None:
-                    return await in_place()
+                    try:
+                        return await in_place()
+                    except WrongTypeError:  # replaced since the read (by an envelope): again
+                        return RETRY
             else:
                 exp, inner_ttl = opened.exp, self._remaining(opened.exp)
             expected = None if raw is MISSING else raw
