@@ -260,6 +260,8 @@ def test_text_options_stay_as_written(tmp_path: Path) -> None:
         "sqlite:///bot.db?password=s3cret&nonsense=1",
         "sqlalchemy+postgresql+asyncpg://bob:s3cret@127.0.0.1/test?table=x_locks",
         "postgresql://bob:s3@cret@127.0.0.1:5432/test?table=x_locks",
+        "redis://u:s3cret/pw@127.0.0.1:6379/0?bogus=1",
+        "postgresql://bob:s3cret/pw@127.0.0.1:5432/test",
     ],
 )
 def test_errors_never_show_a_password(url: str) -> None:

@@ -72,6 +72,7 @@ def open_storage(url: str, **options: Any) -> Any:
     if not isinstance(url, str) or "://" not in url:
         shown = redacted(url) if isinstance(url, str) else url
         raise ConfigError(f"not a storage URL: {shown!r} (expected scheme://..., one of {known_schemes()})")
+    refuse_unescaped_password(url)
     if any(name == "codec" for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)):
         raise ConfigError(
             f"{redacted(url)!r}: a codec is an object, not a URL option: pass open_storage(url, codec=...)"
@@ -109,11 +110,23 @@ def open_storage(url: str, **options: Any) -> Any:
         raise ConfigError(f"invalid option in {where!r} ({', '.join(given) or 'none given'}): {exc}") from exc
 
 
+_USERINFO_PASSWORD = re.compile(r"(//[^/@:?#]*:)([^?#]*)@")
+"""``//user:password@`` up to the last ``@`` before the query: passwords may hold ``@`` or ``/``."""
+
+
 def redacted(url: str) -> str:
     """``url`` fit for an error message or a log: its password (``user:***@``, ``?password=***``)
     hidden."""
-    url = re.sub(r"(//[^/@:]*:)[^/]*@", r"\1***@", url)  # up to the last @: passwords may hold @
+    url = _USERINFO_PASSWORD.sub(r"\1***@", url)
     return re.sub(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def refuse_unescaped_password(url: str) -> None:
+    """A password holding ``/`` splits the URL elsewhere than meant, and the client's error would
+    quote a piece of it: refuse it, saying how to write it, before any client sees it."""
+    found = _USERINFO_PASSWORD.search(url)
+    if found is not None and "/" in found.group(2):
+        raise ConfigError(f"{redacted(url)!r}: the password holds '/'; write it as %2F in a URL")
 
 
 def _coerce(value: str) -> Any:

@@ -402,8 +402,8 @@ async def test_a_corrupt_value_fails_only_its_own_caller_among_concurrent_gets(
 
 
 async def test_lock_rows_do_not_pile_up(postgres_dsn: str, table: str) -> None:
-    """A released lock leaves no row; an abandoned one stays until its key is locked again or
-    sweep() runs after its lease. Tokens keep growing either way (they come from a sequence)."""
+    """A released lock frees its row and an abandoned one keeps it until its lease ran out; sweep()
+    deletes rows free for a minute. Tokens keep growing either way (they come from a sequence)."""
     async with PostgresStorage(postgres_dsn, table=table) as storage:
         tokens = []
         for i in range(60):
@@ -412,11 +412,11 @@ async def test_lock_rows_do_not_pile_up(postgres_dsn: str, table: str) -> None:
         conn = await asyncpg.connect(postgres_dsn)
         try:
             count = f'SELECT count(*) FROM "{table}_locks"'
-            assert await conn.fetchval(count) == 0
             abandoned = storage.lock("crashed", lease=5)
             await abandoned.__aenter__()  # a holder that dies without releasing
-            assert await conn.fetchval(count) == 1
-            await conn.execute(f"UPDATE \"{table}_locks\" SET expires_at = now() - interval '1 hour'")
+            await storage.sweep()
+            assert await conn.fetchval(count) == 61  # freed a moment ago, or held
+            await conn.execute(f"UPDATE \"{table}_locks\" SET expires_at = now() - interval '2 minutes'")
             await storage.sweep()
             assert await conn.fetchval(count) == 0
         finally:
@@ -424,6 +424,31 @@ async def test_lock_rows_do_not_pile_up(postgres_dsn: str, table: str) -> None:
         async with storage.lock("crashed", lease=5) as again:
             assert again.token > abandoned.token > max(tokens)
             assert tokens == sorted(set(tokens))
+
+
+async def test_a_lock_taken_after_waiting_for_its_row_gets_a_newer_token(
+    postgres_dsn: str, table: str, unique: str
+) -> None:
+    # Tokens fence writes, so they must grow in the order the lock is granted, even for a caller
+    # whose statement had to wait for the row while a token was drawn elsewhere.
+    async with PostgresStorage(
+        postgres_dsn, table=table, server_settings={"application_name": unique}
+    ) as storage:
+        async with storage.lock("k", lease=5):
+            pass  # the row exists, free
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+            await conn.execute(f'SELECT 1 FROM "{table}_locks" FOR UPDATE')  # another statement holds it
+            taking = asyncio.ensure_future(storage.lock("k", lease=5).__aenter__())
+            await _wait_for_lock_waiter(conn, unique)
+            drawn_meanwhile = await conn.fetchval(f"SELECT nextval('\"{table}_lock_token\"')")
+            await transaction.commit()
+            held = await asyncio.wait_for(taking, 10)
+            assert held.token > drawn_meanwhile
+        finally:
+            await conn.close()
 
 
 async def _wait_for_lock_waiter(conn: Any, app: str) -> None:

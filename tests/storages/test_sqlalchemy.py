@@ -309,6 +309,46 @@ async def test_unreachable_server_is_unavailable_and_unhealthy(driver: str) -> N
         await storage.stop()
 
 
+async def test_a_mysql_server_that_never_answers_is_unavailable_after_operation_timeout() -> None:
+    # aiomysql bounds only the TCP connect: the handshake and every read wait for ever unless the
+    # storage bounds each operation itself.
+    release = asyncio.Event()
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        await release.wait()  # accept, then say nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    storage = open_storage(f"sqlalchemy+mysql://root@127.0.0.1:{port}/test?operation_timeout=0.5")
+    try:
+        assert storage.operation_timeout == 0.5
+        with pytest.raises(StorageUnavailable) as info:
+            await asyncio.wait_for(storage.get("chat:1"), 20)  # the bound guards a regression only
+        assert info.value.key == "chat:1"
+        assert await storage.health() is False
+    finally:
+        await storage.stop()
+        release.set()
+        await asyncio.gather(*handlers)
+        server.close()
+
+
+@pytest.mark.parametrize("driver", ["mysql", "postgresql"])
+async def test_a_driver_option_the_driver_refuses_is_a_config_error(driver: str) -> None:
+    storage = open_storage(f"sqlalchemy+{driver}://root@127.0.0.1:1/test?bogus=1")
+    try:
+        assert await storage.health() is False  # a probe answers, it does not raise
+        with pytest.raises(ConfigError, match=r"driver refused its settings.*bogus"):
+            await storage.get("k")
+    finally:
+        await storage.stop()
+
+
 async def test_a_server_that_never_answers_is_unavailable() -> None:
     release = asyncio.Event()
     handlers: list[asyncio.Task[Any]] = []

@@ -38,6 +38,9 @@ LONG_KEY_MARK = b"\xff"
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,39}")
 # Accepts names that need quoting (upper case, hyphens) but never a quote, a dot or a space: the
+LOCK_ROW_RETENTION = "1 minute"
+"""How long a free lock row is kept before a sweep deletes it (far longer than any statement)."""
+
 # derived names (``<table>_locks``...) stay within PostgreSQL's 63-byte identifier limit.
 
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -170,7 +173,8 @@ class Statements:
         self.sweep = (
             f"WITH gone AS (DELETE FROM {t} WHERE expires_at <= now() RETURNING 1) SELECT count(*) FROM gone"
         )
-        self.sweep_locks = f"DELETE FROM {locks} WHERE expires_at <= now()"
+        # Released and expired lock rows stay a while: see lock_acquire.
+        self.sweep_locks = f"DELETE FROM {locks} WHERE expires_at <= now() - interval '{LOCK_ROW_RETENTION}'"
 
         # Compare-and-set: one statement each, atomic under READ COMMITTED (the row is re-checked
         # after waiting for a concurrent writer).
@@ -200,14 +204,21 @@ class Statements:
 
         # Locks: one upsert takes the row when it is free or its lease ran out; the token comes
         # from a sequence, so it grows with every acquisition and also identifies the holder.
+        # Tokens must grow in the order the lock is granted, so the token of a row taken over is
+        # drawn in the UPDATE, once the row is locked: a VALUES token is drawn when the statement
+        # starts, and one that waited for the row would be older than a grant made meanwhile. So a
+        # release frees the row instead of deleting it, and the sweep leaves rows alone for a
+        # while: a new row (VALUES token) is only ever inserted where no grant was made for long.
         self.lock_acquire = (
             f"INSERT INTO {locks} AS l (id, token, expires_at)"
             f" VALUES ($1, nextval('{seq}'), {_EXPIRES.format('$2::int8')})"
-            " ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token, expires_at = EXCLUDED.expires_at"
+            f" ON CONFLICT (id) DO UPDATE SET token = nextval('{seq}'), expires_at = EXCLUDED.expires_at"
             " WHERE l.expires_at <= now() RETURNING token"
         )
         self.lock_extend = (
             f"UPDATE {locks} SET expires_at = {_EXPIRES.format('$3::int8')}"
             " WHERE id = $1 AND token = $2 AND expires_at > now() RETURNING true"
         )
-        self.lock_release = f"DELETE FROM {locks} WHERE id = $1 AND token = $2"
+        self.lock_release = (
+            f"UPDATE {locks} SET expires_at = least(expires_at, now()) WHERE id = $1 AND token = $2"
+        )

@@ -33,7 +33,7 @@ __all__ = [
 DEFAULT_DRIVERS = {"mysql": "aiomysql", "mariadb": "aiomysql", "postgresql": "asyncpg", "sqlite": "aiosqlite"}
 """The async driver a ``sqlalchemy+<dialect>://`` URL gets when it names none."""
 
-URL_OPTIONS = frozenset({"table", "default_ttl", "sweep_interval"})
+URL_OPTIONS = frozenset({"table", "default_ttl", "sweep_interval", "operation_timeout"})
 """Query parameters that configure the storage; all others stay in the URL for the driver."""
 
 # Error codes that mean "the transaction lost a race, run it again": deadlocks and lock-wait

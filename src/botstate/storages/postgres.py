@@ -159,7 +159,7 @@ class PostgresLock(LeaseLock[int]):
     async def _release(self, handle: int) -> bool:
         storage = self._storage
         status = await storage._run("execute", storage._sql.lock_release, self._id, handle, key=self._key)
-        return bool(status != "DELETE 0")  # no row: a successor took it over, or sweep() removed it
+        return bool(status != "UPDATE 0")  # no row of ours: a successor took it over
 
     def _token_of(self, handle: int) -> int:
         return handle

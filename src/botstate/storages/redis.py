@@ -41,7 +41,7 @@ from .._glob import _tokens, compile_glob, escape, is_literal, literal_prefix
 from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError, WrongTypeError
-from ..urls import redacted
+from ..urls import redacted, refuse_unescaped_password
 from . import _redis_scripts as scripts
 from ._base import BaseStorage, V, bad_key, not_text, parse_counter
 from ._lease import BUSY, Busy, LeaseLock
@@ -217,6 +217,7 @@ class RedisStorage(BaseStorage[V]):
 
     @staticmethod
     def _client_from_url(url: str, timeout: float | None) -> Redis | RedisCluster:
+        refuse_unescaped_password(url)
         parts = urlsplit(url)
         scheme, cluster = _SCHEMES.get(parts.scheme.lower(), (None, False))
         if scheme is None:
@@ -467,7 +468,7 @@ class RedisStorage(BaseStorage[V]):
         """True when the server answers a PING within the timeout; never raises."""
         try:
             await self._ping()
-        except _CLIENT_ERRORS:
+        except Exception:  # whatever the client raises (a connection made in a closed loop, say)
             return False
         return True
 

@@ -11,6 +11,7 @@ it survives restarts and is shared by every process whose clock agrees.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -141,8 +142,18 @@ class SQLAlchemyStorage(ScanningStorage[V]):
         sweep_interval: float | None = None,
         codec: Codec[V] | None = None,
         engine_options: Mapping[str, Any] | None = None,
+        operation_timeout: float = 30.0,
     ) -> None:
         super().__init__(codec=codec, default_ttl=default_ttl, sweep_interval=sweep_interval)
+        if (
+            isinstance(operation_timeout, bool)
+            or not isinstance(operation_timeout, (int, float))
+            or not (0 < operation_timeout < math.inf)
+        ):
+            raise ValueError(f"operation_timeout must be positive seconds, got {operation_timeout!r}")
+        # Each transaction attempt is bounded: aiomysql has no statement timeout, so a server that
+        # stops answering mid-statement would otherwise keep the caller waiting for ever.
+        self.operation_timeout = float(operation_timeout)
         self._schema = Schema(table)
         if isinstance(engine_or_url, AsyncEngine):
             if engine_options:
@@ -208,7 +219,7 @@ class SQLAlchemyStorage(ScanningStorage[V]):
         engine = self._autocommit if single and self._autocommit is not None else self._engine
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with engine.connect() as conn:
+                async with asyncio.timeout(self.operation_timeout), engine.connect() as conn:
                     if locking and self._sql.begin_immediate:
                         await conn.exec_driver_sql("BEGIN IMMEDIATE")
                     result = await body(conn)
@@ -251,25 +262,35 @@ class SQLAlchemyStorage(ScanningStorage[V]):
                 return
             for attempt in range(1, 4):
                 try:
-                    if self._owns_engine and self._sql.dialect == "sqlite":
-                        async with self._engine.connect() as conn:
-                            # Readers never block the writer; only an engine we own is configured.
-                            await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                    async with self._engine.begin() as conn:
-                        conflict = await conn.run_sync(self._schema.conflict)
-                        if conflict is not None:
-                            raise ConfigError(
-                                f"SQLAlchemyStorage(table={self.table!r}): {conflict} (another program's,"
-                                " or another botstate backend's): choose another table="
-                            )
-                        await conn.run_sync(self._schema.create)
-                        await self._check_version(conn)
+                    await self._create_schema()
                     break
+                except TimeoutError as exc:  # no answer: not a race worth another attempt
+                    raise self._wrap(exc, key) from exc
                 except _DB_ERRORS as exc:  # e.g. another process created the tables at the same time
                     if attempt == 3:
                         raise self._wrap(exc, key) from exc
+                except TypeError as exc:  # the driver's connect() refused an option of the URL
+                    refused = f"SQLAlchemyStorage: the database driver refused its settings: {exc}"
+                    raise ConfigError(refused) from exc
                 await asyncio.sleep(0.05 * attempt)
             self._ready = True
+
+    async def _create_schema(self) -> None:
+        """One attempt at creating and checking the tables, bounded like every transaction."""
+        async with asyncio.timeout(self.operation_timeout):
+            if self._owns_engine and self._sql.dialect == "sqlite":
+                async with self._engine.connect() as conn:
+                    # Readers never block the writer; only an engine we own is configured.
+                    await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            async with self._engine.begin() as conn:
+                conflict = await conn.run_sync(self._schema.conflict)
+                if conflict is not None:
+                    raise ConfigError(
+                        f"SQLAlchemyStorage(table={self.table!r}): {conflict} (another program's,"
+                        " or another botstate backend's): choose another table="
+                    )
+                await conn.run_sync(self._schema.create)
+                await self._check_version(conn)
 
     async def _check_version(self, conn: AsyncConnection) -> None:
         meta = self._schema.meta
@@ -300,7 +321,7 @@ class SQLAlchemyStorage(ScanningStorage[V]):
         try:
             async with asyncio.timeout(5.0), self._engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
-        except _DB_ERRORS:
+        except Exception:  # a probe answers, it does not raise (a driver refusing its settings)
             return False
         return True
 
@@ -544,7 +565,8 @@ class SQLAlchemyStorage(ScanningStorage[V]):
 
         Without a driver the dialect's default async one is used (``DEFAULT_DRIVERS``). Query
         options named like this class's keyword arguments (``table``, ``default_ttl``,
-        ``sweep_interval``) configure the storage; the rest stay in the URL for the driver.
+        ``sweep_interval``, ``operation_timeout``) configure the storage; the rest stay in the URL
+        for the driver.
         """
         sa_url, url_options = split_url(url)
         return cls(sa_url, **{**url_options, **options})
