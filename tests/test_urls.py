@@ -10,7 +10,7 @@ import pytest
 
 from _services import require_module
 from botstate import ConfigError, LruMemoryStorage, MemoryStorage, open_storage
-from botstate.urls import known_schemes, parse_query, url_path
+from botstate.urls import known_schemes, parse_query, redacted, refuse_unescaped_password, url_path
 
 # -- built-in schemes ---------------------------------------------------------------------------------
 
@@ -248,6 +248,21 @@ def test_text_options_stay_as_written(tmp_path: Path) -> None:
     require_module("redis")
     assert open_storage("redis://127.0.0.1:6379/0?prefix=2024").prefix == "2024"
     assert open_storage("redis://127.0.0.1:6379/0?prefix=").prefix == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///a:b/c@d.db",
+        "sqlite:////data//bots:2024/x@y.db",
+        "file:///dir:1/f@x",
+        "redis://user@127.0.0.1:6379/0",
+        "postgresql://127.0.0.1:5432/db@x",
+    ],
+)
+def test_colons_and_at_signs_outside_a_password_are_no_password(url: str) -> None:
+    refuse_unescaped_password(url)  # no error
+    assert "***" not in redacted(url)
 
 
 @pytest.mark.parametrize(

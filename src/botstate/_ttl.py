@@ -26,7 +26,10 @@ def ttl_to_ms(ttl: TTL | None, default_ms: int | None = None) -> int | None:
     if isinstance(ttl, timedelta):
         seconds = ttl.total_seconds()
     elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl) if not isinstance(ttl, int) or ttl <= MAX_TTL_SECONDS else math.inf
+        if isinstance(ttl, int) and abs(ttl) > MAX_TTL_SECONDS:  # float() of a huge int overflows
+            seconds = math.inf if ttl > 0 else -math.inf
+        else:
+            seconds = float(ttl)
     else:
         raise TypeError(f"ttl must be seconds (int or float) or a timedelta, not {type(ttl).__name__}")
     if not seconds > 0:  # also rejects NaN

@@ -110,21 +110,33 @@ def open_storage(url: str, **options: Any) -> Any:
         raise ConfigError(f"invalid option in {where!r} ({', '.join(given) or 'none given'}): {exc}") from exc
 
 
-_USERINFO_PASSWORD = re.compile(r"(//[^/@:?#]*:)([^?#]*)@")
-"""``//user:password@`` up to the last ``@`` before the query: passwords may hold ``@`` or ``/``."""
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^/@:?#]*:)([^?#]*)@")
+"""``scheme://user:password@`` up to the last ``@`` before the query: passwords may hold ``@`` or
+``/``. Only right after ``scheme://``: a path (``sqlite:///a:b@c.db``) holds no password."""
+
+
+def _password(url: str) -> re.Match[str] | None:
+    """Where ``url``'s password is, if it has one; ``host:5432/path@x`` is a port, not a password."""
+    found = _USERINFO_PASSWORD.match(url)
+    if found is None:
+        return None
+    before_slash, slash, _ = found.group(2).partition("/")
+    return None if slash and before_slash.isdigit() else found
 
 
 def redacted(url: str) -> str:
     """``url`` fit for an error message or a log: its password (``user:***@``, ``?password=***``)
     hidden."""
-    url = _USERINFO_PASSWORD.sub(r"\1***@", url)
+    found = _password(url)
+    if found is not None:
+        url = found.group(1) + "***@" + url[found.end() :]
     return re.sub(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def refuse_unescaped_password(url: str) -> None:
     """A password holding ``/`` splits the URL elsewhere than meant, and the client's error would
     quote a piece of it: refuse it, saying how to write it, before any client sees it."""
-    found = _USERINFO_PASSWORD.search(url)
+    found = _password(url)
     if found is not None and "/" in found.group(2):
         raise ConfigError(f"{redacted(url)!r}: the password holds '/'; write it as %2F in a URL")
 

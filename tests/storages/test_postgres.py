@@ -426,6 +426,24 @@ async def test_lock_rows_do_not_pile_up(postgres_dsn: str, table: str) -> None:
             assert tokens == sorted(set(tokens))
 
 
+async def test_releases_delete_old_free_lock_rows_without_a_sweeper(postgres_dsn: str, table: str) -> None:
+    # One row per key ever locked (a distributed session per chat) must not stay for ever.
+    async with PostgresStorage(postgres_dsn, table=table) as storage:
+        for i in range(50):
+            async with storage.lock(f"chat:{i}", lease=5):
+                pass
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        count = f'SELECT count(*) FROM "{table}_locks"'
+        assert await conn.fetchval(count) == 50
+        await conn.execute(f"UPDATE \"{table}_locks\" SET expires_at = now() - interval '2 minutes'")
+        async with PostgresStorage(postgres_dsn, table=table) as fresh, fresh.lock("chat:new", lease=5):
+            pass  # no sweep_interval: the release deletes rows free for a minute (once a minute)
+        assert await conn.fetchval(count) == 1
+    finally:
+        await conn.close()
+
+
 async def test_a_lock_taken_after_waiting_for_its_row_gets_a_newer_token(
     postgres_dsn: str, table: str, unique: str
 ) -> None:

@@ -455,6 +455,24 @@ async def test_starts_arriving_together_open_the_file_once(tmp_path: Path) -> No
     other.close()
 
 
+async def test_a_stop_overtaking_a_start_leaves_nothing_open(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("PRAGMA journal_mode=WAL")
+    blocker.execute("BEGIN IMMEDIATE")  # opening has to wait for the file
+    storage: SQLiteStorage[Any] = SQLiteStorage(path, busy_timeout=5)
+    starting = asyncio.ensure_future(storage.start())
+    await asyncio.sleep(0.05)
+    stopping = asyncio.ensure_future(storage.stop())  # while the start still waits
+    await asyncio.sleep(0.05)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await asyncio.wait_for(asyncio.gather(starting, stopping), 10)
+    other = sqlite3.connect(path)  # nothing of the storage's holds the file open now
+    assert other.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    other.close()
+
+
 async def test_health_is_false_once_the_file_was_deleted_under_it(tmp_path: Path) -> None:
     path = tmp_path / "db"
     async with SQLiteStorage(path) as storage:

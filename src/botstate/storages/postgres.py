@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
@@ -24,12 +25,13 @@ from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
 from ..errors import ConfigError, StorageError
 from ..urls import parse_query
-from ._base import ScanningStorage, V, bad_key, parse_counter
+from ._base import ScanningStorage, V, bad_key, log, parse_counter
 from ._lease import BUSY, Busy, LeaseLock
 from ._pg_lane import Lane
 from ._pg_sql import (
     INLINE_KEY_BYTES,
     LAYOUT_QUERY,
+    LOCK_SWEEP_EVERY,
     LONG_KEY_MARK,
     META_TABLE,
     SCHEMA_LOCK,
@@ -159,6 +161,7 @@ class PostgresLock(LeaseLock[int]):
     async def _release(self, handle: int) -> bool:
         storage = self._storage
         status = await storage._run("execute", storage._sql.lock_release, self._id, handle, key=self._key)
+        await storage._maybe_sweep_locks()
         return bool(status != "UPDATE 0")  # no row of ours: a successor took it over
 
     def _token_of(self, handle: int) -> int:
@@ -222,6 +225,7 @@ class PostgresStorage(ScanningStorage[V]):
         }
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._next_lock_sweep = 0.0  # monotonic seconds: the first release sweeps
         # Two kept connections must leave at least one for every other statement, or they would wait
         # for ever for a free one.
         keep = self._external is None and max_size >= 3
@@ -542,10 +546,23 @@ class PostgresStorage(ScanningStorage[V]):
         return bool(await self._run("fetchval", self._sql.touch, _ids(key)[0], ttl_ms, key=key))
 
     async def sweep(self) -> int:
-        """Delete expired entries (and expired lock rows) now; returns how many entries."""
+        """Delete expired entries (and lock rows free for a while) now; returns how many entries."""
         removed: int = await self._run("fetchval", self._sql.sweep)
         await self._run("execute", self._sql.sweep_locks)
         return removed
+
+    async def _maybe_sweep_locks(self) -> None:
+        """Delete lock rows free for a while, at most once a minute, from a release: released rows
+        are kept (see ``_pg_sql``), and without a sweeper they would pile up, one per key ever
+        locked. A failure is logged: the release itself succeeded."""
+        now = time.monotonic()
+        if now < self._next_lock_sweep:
+            return
+        self._next_lock_sweep = now + LOCK_SWEEP_EVERY
+        try:
+            await self._run("execute", self._sql.sweep_locks)
+        except StorageError as exc:
+            log.warning("botstate: deleting free lock rows failed, the next release retries: %s", exc)
 
     # -- IterableStorage --------------------------------------------------------------------
 

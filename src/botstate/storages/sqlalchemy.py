@@ -269,19 +269,20 @@ class SQLAlchemyStorage(ScanningStorage[V]):
                 except _DB_ERRORS as exc:  # e.g. another process created the tables at the same time
                     if attempt == 3:
                         raise self._wrap(exc, key) from exc
-                except TypeError as exc:  # the driver's connect() refused an option of the URL
-                    refused = f"SQLAlchemyStorage: the database driver refused its settings: {exc}"
-                    raise ConfigError(refused) from exc
                 await asyncio.sleep(0.05 * attempt)
             self._ready = True
 
     async def _create_schema(self) -> None:
         """One attempt at creating and checking the tables, bounded like every transaction."""
         async with asyncio.timeout(self.operation_timeout):
-            if self._owns_engine and self._sql.dialect == "sqlite":
+            try:
                 async with self._engine.connect() as conn:
-                    # Readers never block the writer; only an engine we own is configured.
-                    await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                    if self._owns_engine and self._sql.dialect == "sqlite":
+                        # Readers never block the writer; only an engine we own is configured.
+                        await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            except TypeError as exc:  # the driver's connect() refused an option of the URL
+                refused = f"SQLAlchemyStorage: the database driver refused its settings: {exc}"
+                raise ConfigError(refused) from exc
             async with self._engine.begin() as conn:
                 conflict = await conn.run_sync(self._schema.conflict)
                 if conflict is not None:

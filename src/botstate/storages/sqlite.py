@@ -270,6 +270,10 @@ class SQLiteStorage(ScanningStorage[V]):
         return self._cur, self._writer
 
     async def _close(self) -> None:
+        opening = self._open_lock
+        if opening is not None and opening.locked():
+            async with opening:  # an open in progress (a start() stop() overtook) ends first
+                pass  # and what it opened is closed below, not left behind
         writer, conn, checkpointer, finalizer = self._writer, self._conn, self._checkpointer, self._finalizer
         if writer is not None:
             await writer.drain()
