@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from _keyed_calls import keyed_calls
 from _services import require_module
 from botstate import open_storage
 from botstate.errors import ConfigError, LockError, StorageUnavailable
@@ -239,18 +240,7 @@ async def test_open_storage_urls(redis_url: str, unique: str, lock_prefix: str) 
 async def test_a_lone_surrogate_key_is_a_value_error_naming_it(storage: RedisStorage[Any]) -> None:
     bad = "chat:\ud800"
     await storage.set("fine", 0)
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {
-        "get": lambda: storage.get(bad),
-        "set": lambda: storage.set(bad, 1),
-        "has": lambda: storage.has(bad),
-        "delete": lambda: storage.delete(bad),
-        "touch": lambda: storage.touch(bad, 10),
-        "increment": lambda: storage.increment(bad),
-        "compare_and_set": lambda: storage.compare_and_set(bad, 1, expected=None),
-        "get_many": lambda: storage.get_many(["fine", bad]),
-        "set_many": lambda: storage.set_many({"a": 1, bad: 2}),
-    }
-    for name, call in calls.items():
+    for name, call in keyed_calls(storage, bad).items():
         with pytest.raises(ValueError, match=r"not valid text: .* at position 5") as info:
             await call()
         assert repr(bad) in str(info.value), name

@@ -4,6 +4,7 @@ import asyncio
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -309,9 +310,9 @@ async def test_unreachable_server_is_unavailable_and_unhealthy(driver: str) -> N
         await storage.stop()
 
 
-async def test_a_mysql_server_that_never_answers_is_unavailable_after_operation_timeout() -> None:
-    # aiomysql bounds only the TCP connect: the handshake and every read wait for ever unless the
-    # storage bounds each operation itself.
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A loopback port that accepts connections and never says a word; its port."""
     release = asyncio.Event()
     handlers: list[asyncio.Task[Any]] = []
 
@@ -319,23 +320,31 @@ async def test_a_mysql_server_that_never_answers_is_unavailable_after_operation_
         task = asyncio.current_task()
         assert task is not None
         handlers.append(task)
-        await release.wait()  # accept, then say nothing
+        await release.wait()
         writer.close()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    storage = open_storage(f"sqlalchemy+mysql://root@127.0.0.1:{port}/test?operation_timeout=0.5")
     try:
-        assert storage.operation_timeout == 0.5
-        with pytest.raises(StorageUnavailable) as info:
-            await asyncio.wait_for(storage.get("chat:1"), 20)  # the bound guards a regression only
-        assert info.value.key == "chat:1"
-        assert await storage.health() is False
+        yield server.sockets[0].getsockname()[1]
     finally:
-        await storage.stop()
         release.set()
         await asyncio.gather(*handlers)
         server.close()
+
+
+async def test_a_mysql_server_that_never_answers_is_unavailable_after_operation_timeout() -> None:
+    # aiomysql bounds only the TCP connect: the handshake and every read wait for ever unless the
+    # storage bounds each operation itself.
+    async with silent_server() as port:
+        storage = open_storage(f"sqlalchemy+mysql://root@127.0.0.1:{port}/test?operation_timeout=0.5")
+        try:
+            assert storage.operation_timeout == 0.5
+            with pytest.raises(StorageUnavailable) as info:
+                await asyncio.wait_for(storage.get("chat:1"), 20)  # the bound guards a regression only
+            assert info.value.key == "chat:1"
+            assert await storage.health() is False
+        finally:
+            await storage.stop()
 
 
 @pytest.mark.parametrize("driver", ["mysql", "postgresql"])
@@ -350,31 +359,16 @@ async def test_a_driver_option_the_driver_refuses_is_a_config_error(driver: str)
 
 
 async def test_a_server_that_never_answers_is_unavailable() -> None:
-    release = asyncio.Event()
-    handlers: list[asyncio.Task[Any]] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.append(task)
-        await release.wait()  # accept, then say nothing
-        writer.close()
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    options = {"connect_args": {"timeout": 0.3}}  # asyncpg's connect timeout; the default is 10 s
-    storage = SQLAlchemyStorage(f"postgresql+asyncpg://u@127.0.0.1:{port}/db", engine_options=options)
-    try:
-        with pytest.raises(StorageUnavailable) as info:
-            await storage.get("chat:1")
-        assert info.value.key == "chat:1"
-        assert "did not answer in time" in str(info.value)
-    finally:
-        await storage.stop()
-        release.set()
-        await asyncio.gather(*handlers)
-        server.close()
-        await server.wait_closed()
+    async with silent_server() as port:
+        options = {"connect_args": {"timeout": 0.3}}  # asyncpg's connect timeout; the default is 10 s
+        storage = SQLAlchemyStorage(f"postgresql+asyncpg://u@127.0.0.1:{port}/db", engine_options=options)
+        try:
+            with pytest.raises(StorageUnavailable) as info:
+                await storage.get("chat:1")
+            assert info.value.key == "chat:1"
+            assert "did not answer in time" in str(info.value)
+        finally:
+            await storage.stop()
 
 
 # -- key ranges, lock rows -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from _keyed_calls import keyed_calls
 from _sweeping import check_sweeps_without_start
 from botstate import (
     ConfigError,
@@ -645,16 +646,8 @@ async def test_a_lone_surrogate_key_is_a_value_error_naming_key_and_backend(tmp_
     bad = "chat:\ud800"
     async with SQLiteStorage(tmp_path / "db") as storage:
         await storage.set("fine", 0)
-        calls: dict[str, Callable[[], Any]] = {
-            "get": lambda: storage.get(bad),
-            "set": lambda: storage.set(bad, 1),
-            "has": lambda: storage.has(bad),
-            "delete": lambda: storage.delete(bad),
-            "touch": lambda: storage.touch(bad, 10),
-            "increment": lambda: storage.increment(bad),
-            "compare_and_set": lambda: storage.compare_and_set(bad, 1, expected=None),
-            "get_many": lambda: storage.get_many(["fine", bad]),
-            "set_many": lambda: storage.set_many({"a": 1, bad: 2}),
+        calls = {
+            **keyed_calls(storage, bad),
             "set_many_paged": lambda: storage.set_many({**{f"n{i}": i for i in range(2 * PAGE)}, bad: 2}),
         }
         for name, call in calls.items():
