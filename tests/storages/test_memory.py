@@ -56,6 +56,17 @@ async def test_per_key_lock_table_is_pruned() -> None:
     assert len(storage._locks) == 0
 
 
+async def test_lru_drops_expired_entries_before_evicting_a_live_one() -> None:
+    storage: LruMemoryStorage[Any] = LruMemoryStorage(max=2)
+    await storage.set("live", 1)
+    await storage.set("brief", 2, ttl=0.001)
+    await asyncio.sleep(0.01)
+    await storage.set("new", 3)  # one slot too many: the expired entry goes, not the live one
+    assert await storage.get("live") == 1
+    assert await storage.get("new") == 3
+    assert len(storage) == 2
+
+
 class TestLruMemoryStorage(StorageConformance):
     full_contract = True
 

@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from _services import require_module
 from _sweeping import check_sweeps_without_start
-from botstate import ConfigError, CorruptValueError, LockError, open_storage
+from botstate import ConfigError, CorruptValueError, LockError, StorageUnavailable, open_storage
 from botstate.testing import StorageConformance, SwitchableCodec
 
 asyncpg = require_module("asyncpg")
@@ -542,3 +542,27 @@ async def test_a_pool_you_pass_is_not_held_between_operations(postgres_dsn: str,
             assert await asyncio.wait_for(pool.fetchval("SELECT 1"), 15) == 1
     finally:
         await pool.close()
+
+
+def test_a_storage_used_from_a_new_event_loop_opens_again_there(postgres_dsn: str, unique: str) -> None:
+    # Two asyncio.run() calls without stop() in between (a script, a test per loop): the pool and
+    # kept connections of the first loop are gone with it.
+    storage: PostgresStorage[Any] = PostgresStorage(postgres_dsn, table=unique)
+
+    async def first() -> None:
+        await storage.set("k", 1)
+        assert await storage.get("k") == 1
+
+    async def second() -> None:
+        try:
+            with pytest.raises(StorageUnavailable, match="another event loop"):
+                await storage.get("k")  # the first call finds the old loop's connection, and says so
+            assert [await storage.get("k") for _ in range(3)] == [1, 1, 1]
+            await storage.set("k", 2)
+            assert await storage.get("k") == 2
+        finally:
+            await storage.stop()
+            await drop_tables(postgres_dsn, unique)
+
+    asyncio.run(first())
+    asyncio.run(second())

@@ -6,13 +6,15 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._ttl import TTL
+from .._ttl import TTL, monotonic_ms
 from ..codecs import Codec
 from ..errors import ConfigError
 from ._base import V, bad_key
 from .memory import MemoryStorage
 
 __all__ = ["LruMemoryStorage"]
+
+_DROP_EVERY_MS = 1000
 
 
 class LruMemoryStorage(MemoryStorage[V]):
@@ -22,6 +24,7 @@ class LruMemoryStorage(MemoryStorage[V]):
     ``set_many``, a successful ``compare_and_set``, ``increment``, so a hot counter such as a rate
     limit is never the one evicted) and a successful ``touch``, which says the key is in use.
     ``has``, ``delete`` and iteration do not, so checking for a key never keeps it alive.
+    Entries that expired are dropped before a live one is evicted.
     """
 
     backend = "lru"
@@ -39,6 +42,7 @@ class LruMemoryStorage(MemoryStorage[V]):
         if type(max) is not int or max < 1:
             raise ConfigError(f"max must be an int >= 1, got {max!r}")
         self.max = max
+        self._next_drop = 0.0  # monotonic ms of the next scan for expired entries (_drop_expired)
         super().__init__(data, default_ttl=default_ttl, codec=codec, sweep_interval=sweep_interval)
 
     def _new_table(self) -> dict[str, bytes]:
@@ -66,9 +70,23 @@ class LruMemoryStorage(MemoryStorage[V]):
     def _bump_and_evict(self, key: str) -> None:
         table = self._data
         table.move_to_end(key)
+        if len(table) > self.max and self._expires:
+            self._drop_expired()
         while len(table) > self.max:
             evicted, _ = table.popitem(last=False)
             self._expires.pop(evicted, None)
+
+    def _drop_expired(self) -> None:
+        """Before evicting a live entry, drop entries that expired: they hold slots but no value.
+        A scan of the expiring entries, so at most once a second; in between an entry expired
+        since the last scan can still cost a live one its slot."""
+        now = monotonic_ms()
+        if now < self._next_drop:
+            return
+        self._next_drop = now + _DROP_EVERY_MS
+        for expired in [k for k, at in self._expires.items() if at <= now]:
+            del self._data[expired]
+            del self._expires[expired]
 
     async def _get(self, key: str, default: Any = None) -> Any:
         if type(key) is not str or not key:

@@ -23,7 +23,7 @@ import asyncpg
 from .._glob import compile_glob, is_literal, literal_prefix, prefix_upper_bound, to_byte_like
 from .._ttl import TTL, ttl_to_ms
 from ..codecs import Codec
-from ..errors import ConfigError, StorageError
+from ..errors import ConfigError, StorageError, StorageUnavailable
 from ..urls import parse_query
 from ._base import ScanningStorage, V, bad_key, log, parse_counter
 from ._lease import BUSY, Busy, LeaseLock
@@ -114,6 +114,10 @@ async def _hand_back(pool: asyncpg.Pool, conn: Any) -> None:
         await pool.release(conn)
     except Exception:  # the pool was closed meanwhile (stop()): its connections went with it
         pass
+
+
+_Row = tuple[bytes, bytes | None, bytes, int | None]
+"""A row to write: its id, the key when too long to be the id (else None), the value, its ttl in ms."""
 
 
 def _raw_key(key: str) -> bytes:
@@ -231,8 +235,8 @@ class PostgresStorage(ScanningStorage[V]):
         keep = self._external is None and max_size >= 3
         self._reader: _Held | None = _Held() if keep else None
         self._writer: _Held | None = _Held() if keep else None
-        self._gets: Lane[bytes, bytes | None] = Lane(partial(self._get_batch, held=self._reader))
-        self._sets: Lane[tuple[bytes, bytes | None, bytes, int | None], None] = Lane(self._set_batch)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the pool was opened in
+        self._gets, self._sets = self._lanes()
 
     # -- connections and errors ---------------------------------------------------------------
 
@@ -279,6 +283,26 @@ class PostgresStorage(ScanningStorage[V]):
             except Exception as exc:
                 raise self._failed(exc, None) from exc
             self._pool = pool
+            self._loop = asyncio.get_running_loop()
+
+    def _lanes(self) -> tuple[Lane[bytes, bytes | None], Lane[_Row, None]]:
+        """The coalescing lanes of reads and writes (see ``_pg_lane``)."""
+        return Lane(partial(self._get_batch, held=self._reader)), Lane(self._set_batch)
+
+    def _forget_connections(self) -> None:
+        """Drop the pool, kept connections and lanes of an event loop that is gone (a second
+        ``asyncio.run`` without ``stop()`` in between): the next call opens afresh in this loop."""
+        pool, self._pool, self._loop = self._pool, None, None
+        for held in (self._reader, self._writer):
+            if held is not None:
+                held.conn = None
+        self._gets, self._sets = self._lanes()
+        self._opening = asyncio.Lock()
+        if pool is not None and pool is not self._external:
+            try:
+                pool.terminate()
+            except Exception:  # its loop is closed: the connections went with it
+                pass
 
     async def _ensure_schema(self, pool: asyncpg.Pool) -> None:
         """Create the tables once, under a transaction-level advisory lock: concurrent creators
@@ -359,6 +383,14 @@ class PostgresStorage(ScanningStorage[V]):
     def _failed(self, exc: BaseException, key: str | None) -> StorageError:
         """The botstate error for a client exception; botstate's own errors pass unchanged, but
         for naming ``key`` when they were raised without one (opening the pool on first use)."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            self._forget_connections()
+            return StorageUnavailable(
+                "the storage was opened in another event loop, which ended without stop(); it opens"
+                " again in this one from the next call",
+                key=key,
+                backend=self.backend,
+            )
         if isinstance(exc, StorageError):
             if exc.key is None and key is not None:
                 return type(exc)(exc.message, key=key, backend=exc.backend)
@@ -460,14 +492,12 @@ class PostgresStorage(ScanningStorage[V]):
     if not TYPE_CHECKING:
         get = _get
 
-    async def _set_batch(self, rows: Sequence[tuple[bytes, bytes | None, bytes, int | None]]) -> list[None]:
+    async def _set_batch(self, rows: Sequence[_Row]) -> list[None]:
         latest = {row[0]: row for row in rows}  # one statement cannot write a row twice: last one wins
         await self._write_rows(list(latest.values()), self._writer)
         return [None] * len(rows)
 
-    async def _write_rows(
-        self, rows: list[tuple[bytes, bytes | None, bytes, int | None]], held: _Held | None = None
-    ) -> None:
+    async def _write_rows(self, rows: list[_Row], held: _Held | None = None) -> None:
         """Upsert distinct rows in one statement (all or nothing); retried once on a dead connection,
         which is safe because writing the same rows twice leaves the same result."""
         columns = [list(column) for column in zip(*rows, strict=True)]
