@@ -38,12 +38,12 @@ LONG_KEY_MARK = b"\xff"
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,39}")
 # Accepts names that need quoting (upper case, hyphens) but never a quote, a dot or a space: the
+# derived names (``<table>_locks``...) stay within PostgreSQL's 63-byte identifier limit.
+
 LOCK_ROW_RETENTION = "1 minute"
 """How long a free lock row is kept before a sweep deletes it (far longer than any statement)."""
 LOCK_SWEEP_EVERY = 60.0
 """Seconds between the sweeps of free lock rows that releases run (see ``PostgresStorage``)."""
-
-# derived names (``<table>_locks``...) stay within PostgreSQL's 63-byte identifier limit.
 
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
 _EXPIRES = "now() + {} * interval '1 millisecond'"

@@ -14,7 +14,7 @@ from .memory import MemoryStorage
 
 __all__ = ["LruMemoryStorage"]
 
-_DROP_EVERY_MS = 1000
+_DROP_EVERY_MS = 1000  # at most one scan for expired entries a second (_drop_expired)
 
 
 class LruMemoryStorage(MemoryStorage[V]):
@@ -81,12 +81,9 @@ class LruMemoryStorage(MemoryStorage[V]):
         A scan of the expiring entries, so at most once a second; in between an entry expired
         since the last scan can still cost a live one its slot."""
         now = monotonic_ms()
-        if now < self._next_drop:
-            return
-        self._next_drop = now + _DROP_EVERY_MS
-        for expired in [k for k, at in self._expires.items() if at <= now]:
-            del self._data[expired]
-            del self._expires[expired]
+        if now >= self._next_drop:
+            self._next_drop = now + _DROP_EVERY_MS
+            self._remove_expired()
 
     async def _get(self, key: str, default: Any = None) -> Any:
         if type(key) is not str or not key:

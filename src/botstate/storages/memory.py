@@ -220,6 +220,10 @@ class MemoryStorage(BaseStorage[V]):
         return True
 
     async def sweep(self) -> int:
+        return self._remove_expired()
+
+    def _remove_expired(self) -> int:
+        """Delete the entries that expired; how many."""
         now = monotonic_ms()
         expired = [key for key, at in self._expires.items() if at <= now]
         for key in expired:
