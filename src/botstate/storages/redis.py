@@ -316,8 +316,7 @@ class RedisStorage(BaseStorage[V]):
         if type(key) is not str or not key:
             bad_key(key)
         full = self.prefix + key
-        if not key.isascii():
-            self._check_text(key, key)
+        self._check_text(key, key)
         if self._hide_locks and full.startswith(self.lock_prefix):
             raise ConfigError(
                 f"key {key!r} is reserved: with prefix {self.prefix!r} it falls under "
@@ -326,8 +325,10 @@ class RedisStorage(BaseStorage[V]):
         return full
 
     def _check_text(self, text: str, key: str | None) -> None:
-        """Refuse a key or pattern that cannot be sent (a lone surrogate); callers check only the
-        rare ones that are not ASCII."""
+        """Refuse a key or pattern that cannot be sent (a lone surrogate); only the rare text that
+        is not ASCII pays for the encoding."""
+        if text.isascii():
+            return
         try:
             text.encode()
         except UnicodeEncodeError as exc:
@@ -494,8 +495,7 @@ class RedisStorage(BaseStorage[V]):
         """Pages of ``(key, full key)`` under this prefix matching ``pattern``, every page of
         every primary. A key is re-checked here since the server only narrows the search."""
         literal = is_literal(pattern)  # refuses a pattern that is not a str, as on every backend
-        if not pattern.isascii():
-            self._check_text(pattern, None)
+        self._check_text(pattern, None)
         if literal:
             key = literal_prefix(pattern)
             if key and not self._is_lock_key(self.prefix + key) and await self.has(key):
@@ -630,8 +630,7 @@ class RedisStorage(BaseStorage[V]):
         # One hash tag for both keys (same cluster slot); "@" keeps the tag non-empty, since an
         # empty tag ("{}") would make Redis hash each whole key on its own.
         lock = f"{self.lock_prefix}{{@{self.prefix}{key}}}"
-        if not key.isascii():
-            self._check_text(key, key)
+        self._check_text(key, key)
         return [lock, lock + ":token"]
 
 
