@@ -61,6 +61,7 @@ class _Opened(NamedTuple):
     data: Any
     stale: bool  # stored at an older version: worth writing back
     exp: int | None
+    legacy: bool  # stored before the wrapper (no envelope): its expiry, if any, lies underneath
 
 
 _SHORTEST_TTL = 0.001
@@ -148,14 +149,15 @@ class EnhancedStorage(StorageWrapper[V]):
 
     def _open(self, key: str, raw: Any) -> _Opened | Literal[_Gone.EXPIRED]:
         """Unwrap and migrate ``raw`` (left unchanged: it is the expected value of a write-back)."""
-        if _is_envelope(raw, key, self.backend):
+        legacy = not _is_envelope(raw, key, self.backend)
+        if legacy:
+            version, data, exp = 0, raw, None
+        else:
             version, data, exp = raw["__v"], raw["data"], raw["__exp"]
             if exp is not None and exp <= now_ms():
                 return EXPIRED
-        else:
-            version, data, exp = 0, raw, None
         if version == self.version:
-            return _Opened(data, False, exp)
+            return _Opened(data, False, exp, legacy)
         if version > self.version:
             raise CorruptValueError(
                 f"stored at version {version}, newer than this code's {self.version}",
@@ -170,7 +172,7 @@ class EnhancedStorage(StorageWrapper[V]):
                 raise CorruptValueError(
                     f"migration to version {target} failed: {exc!r}", key=key, backend=self.backend
                 ) from exc
-        return _Opened(data, True, exp)
+        return _Opened(data, True, exp, legacy)
 
     async def _expire(self, key: str, raw: Any) -> None:
         """Remove the expired envelope ``raw`` if it is still what is stored.
@@ -192,7 +194,7 @@ class EnhancedStorage(StorageWrapper[V]):
             await self._expire(key, raw)
             return MISSING
         if opened.stale and is_atomic_storage(self._inner):
-            if _is_envelope(raw, key, self.backend):
+            if not opened.legacy:
                 exp, inner_ttl = opened.exp, self._remaining(opened.exp)
             elif self.ttl_ms is not None:  # legacy: its expiry underneath is unknown
                 exp, inner_ttl = self._expiry(None)
@@ -228,7 +230,7 @@ class EnhancedStorage(StorageWrapper[V]):
                 return False
             if opened is EXPIRED or not keep_expiry:
                 exp, inner_ttl = self._expiry(ttl)
-            elif not _is_envelope(raw, key, self.backend):
+            elif opened.legacy:
                 exp, inner_ttl = self._expiry(ttl)
                 if exp is None and in_place is not None:
                     try:
