@@ -146,14 +146,18 @@ class RateLimiter:
         if self._sweep is not None:
             await self._maybe_sweep()
         counter, left_ms, end_ms = self._window(key)  # after the sweep, however long it took
-        lives_ms = left_ms + self._period_ms // 2  # see the module docstring: late increments
-        total = await self._storage.increment(counter, cost, ttl=lives_ms / 1000)
+        total = await self._storage.increment(counter, cost, ttl=self._counter_ttl(left_ms))
         if total <= self.limit:
             return self._result(True, total, left_ms, end_ms)
         left_now = end_ms - time.time_ns() // 1_000_000
         if left_now > 0:  # a finished window needs nothing given back
-            await self._storage.increment(counter, -cost, ttl=(left_now + self._period_ms // 2) / 1000)
+            await self._storage.increment(counter, -cost, ttl=self._counter_ttl(left_now))
         return self._result(False, total - cost, left_ms, end_ms)
+
+    def _counter_ttl(self, left_ms: int) -> float:
+        """Seconds a window's counter lives when ``left_ms`` of the window are left: half a period
+        more, for increments that arrive late (see the module docstring)."""
+        return (left_ms + self._period_ms // 2) / 1000
 
     async def peek(self, key: str, cost: int = 1) -> RateLimitResult:
         """Whether a hit of ``cost`` would be allowed now, without counting it."""

@@ -145,8 +145,8 @@ class MultiSession:
         for name, session in self._sessions.items():
             if session.key is None:
                 continue
-            storage_id, prefix, _ = _where(session._sessions)
-            where = (storage_id, prefix[: len(prefix) - len(session._sessions.prefix)] + session.key)
+            storage, prefix = underlying(session._sessions.storage)
+            where = (id(storage), prefix + session.key)  # session.key holds the part's own prefix
             if where in owners:
                 raise ConfigError(
                     f"parts {owners[where]!r} and {name!r} map this update to the same stored key "
